@@ -1,0 +1,3 @@
+from autotune._cli import entry
+
+entry()
