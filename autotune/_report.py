@@ -1,0 +1,620 @@
+"""The report of a study: plain data first (a DataFrame of trials), renderers last.
+
+``trials_frame`` turns the study into one row per trial (params, every user attr of
+``autotune._attrs``, the SLA constraint and the feasible flag); ``pareto_front``,
+``summary_rows`` and ``param_importances`` compute on that data; the renderers (rich table,
+CSV/JSON, Markdown, matplotlib PNGs) only draw it. Figures are drawn on ``matplotlib.figure.Figure``
+with the Agg canvas, never through pyplot, so no global backend state is touched.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import optuna
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial, TrialState
+from rich.table import Table
+from rich.text import Text
+
+from autotune import _attrs as A
+from autotune._artifacts import load_latencies, percentile, study_artifact_dir
+from autotune._config import TrialConfig
+from autotune._study import trial_constraint
+
+# Trial user attrs that become columns, in this order, whether a trial has them or not.
+ATTR_COLUMNS: Final = (
+    A.THROUGHPUT_RPS,
+    A.P50_MS,
+    A.P90_MS,
+    A.P99_MS,
+    A.P999_MS,
+    A.MEAN_MS,
+    A.MAX_MS,
+    A.IDLE_LATENCY_MS,
+    A.OFFERED_RPS,
+    A.REQUESTS,
+    A.ERRORS,
+    A.SLA_MS,
+    A.VERDICT,
+    A.FAILURE,
+    A.BASELINE,
+    A.DEPLOY_S,
+    A.MEASURE_S,
+    A.RETRY_OF,
+    A.REUSED_FROM,
+    A.HOST,
+    A.PID,
+)
+_FLOAT_ATTRS: Final = (
+    A.THROUGHPUT_RPS,
+    A.P50_MS,
+    A.P90_MS,
+    A.P99_MS,
+    A.P999_MS,
+    A.MEAN_MS,
+    A.MAX_MS,
+    A.IDLE_LATENCY_MS,
+    A.OFFERED_RPS,
+    A.SLA_MS,
+    A.DEPLOY_S,
+    A.MEASURE_S,
+)
+MIN_TRIALS_FOR_IMPORTANCE: Final = 5
+
+CSV_FILE: Final = "trials.csv"
+JSON_FILE: Final = "trials.json"
+SUMMARY_FILE: Final = "summary.md"
+TRADEOFF_PNG: Final = "throughput_vs_p99.png"
+HISTORY_PNG: Final = "best_over_trials.png"
+IMPORTANCE_PNG: Final = "param_importances.png"
+CDF_PNG: Final = "latency_cdf.png"
+
+_FEASIBLE_COLOR: Final = "#2a9d4b"
+_INFEASIBLE_COLOR: Final = "#c44e52"
+_NEUTRAL_COLOR: Final = "#8c8c8c"
+
+
+# -- plain data -----------------------------------------------------------------------------------
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, feasibility, value, params, attrs, config.
+
+    ``feasible`` is True for COMPLETE trials whose SLA constraint (the legacy ``constraints``
+    system attr, which ``FrozenTrial.constraints`` reads as key "0") is <= 0; ``constraint`` is
+    that value (NaN when the trial has none).
+    """
+    rows = [_trial_row(t) for t in study.get_trials(deepcopy=False)]
+    base = ["number", "state", "feasible", "constraint", "value", "device", "label"]
+    df = pd.DataFrame(rows)
+    for column in (*base, *ATTR_COLUMNS):
+        if column not in df.columns:
+            df[column] = pd.Series(dtype="object")
+    rest = [c for c in df.columns if c not in base and c not in ATTR_COLUMNS]
+    params = sorted(c for c in rest if c.startswith("params_"))
+    configs = sorted(c for c in rest if c.startswith("config_"))
+    others = [c for c in rest if c not in params and c not in configs]
+    df = df[[*base, *params, *ATTR_COLUMNS, *configs, *others]]
+    df[A.BASELINE] = df[A.BASELINE].map(lambda v: v is True).astype(bool)
+    df["feasible"] = df["feasible"].astype(bool)
+    for column in ("constraint", "value", *_FLOAT_ATTRS):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
+    return df.sort_values("number", kind="stable").reset_index(drop=True)
+
+
+def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    constraint = trial_constraint(trial)
+    complete = trial.state == TrialState.COMPLETE
+    config_dict = trial.user_attrs.get(A.CONFIG)
+    config = _config_of(trial)
+    row: dict[str, Any] = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "feasible": complete and constraint is not None and constraint <= 0,
+        "constraint": math.nan if constraint is None else float(constraint),
+        "value": trial.value if complete and trial.value is not None else math.nan,
+        "device": config.device if config is not None else trial.params.get("device", "cpu"),
+        "label": config.label() if config is not None else _params_label(trial.params),
+        "duration_s": trial.duration.total_seconds() if trial.duration is not None else math.nan,
+    }
+    row.update({f"params_{k}": v for k, v in trial.params.items()})
+    for key, value in trial.user_attrs.items():
+        if key == A.CONFIG:
+            continue
+        row[key] = None if isinstance(value, dict | list) else value
+    if isinstance(config_dict, Mapping):
+        row.update({f"config_{k}": v for k, v in config_dict.items()})
+    return row
+
+
+def _config_of(trial: FrozenTrial) -> TrialConfig | None:
+    data = trial.user_attrs.get(A.CONFIG)
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return TrialConfig.from_dict(dict(data))
+    except (TypeError, ValueError):
+        return None
+
+
+def _params_label(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def measured(df: pd.DataFrame) -> pd.DataFrame:
+    """COMPLETE trials with a finite P99 and throughput (failed deployments have none)."""
+    mask = (
+        (df["state"] == TrialState.COMPLETE.name)
+        & np.isfinite(df[A.P99_MS].astype(float))
+        & np.isfinite(df[A.THROUGHPUT_RPS].astype(float))
+    )
+    return df[mask]
+
+
+def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials no other trial beats on both throughput (higher) and P99 (lower), by P99."""
+    points = measured(df).sort_values(
+        [A.THROUGHPUT_RPS, A.P99_MS], ascending=[False, True], kind="stable"
+    )
+    keep: list[Any] = []
+    best_p99 = math.inf
+    for index, p99 in zip(points.index, points[A.P99_MS], strict=True):
+        if p99 < best_p99:
+            keep.append(index)
+            best_p99 = p99
+    return points.loc[keep].sort_values(A.P99_MS, kind="stable")
+
+
+def best_so_far(df: pd.DataFrame) -> pd.Series:
+    """The best feasible throughput after each trial (NaN until the first feasible one)."""
+    values = df[A.THROUGHPUT_RPS].where(df["feasible"])
+    return values.cummax().ffill()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryRow:
+    """One line of the Markdown summary: a device's baseline or its best feasible trial."""
+
+    device: str
+    role: str  # "default" | "best" | "none"
+    trial: int | None
+    label: str
+    p99_ms: float
+    throughput_rps: float
+    speedup: float | None  # best throughput / baseline throughput; None when undefined
+
+
+def summary_rows(df: pd.DataFrame) -> list[SummaryRow]:
+    """Per device: the TorchServe-default trial and the best feasible trial, with the speed-up."""
+    rows: list[SummaryRow] = []
+    baselines = df[df[A.BASELINE] & (df["state"] == TrialState.COMPLETE.name)]
+    any_baseline = baselines.iloc[0] if len(baselines) else None
+    done = df[df["state"] == TrialState.COMPLETE.name]
+    for device in sorted(done["device"].dropna().unique()):
+        of_device = done[done["device"] == device]
+        own = baselines[baselines["device"] == device]
+        baseline = own.iloc[0] if len(own) else any_baseline
+        base_rps = float(baseline[A.THROUGHPUT_RPS]) if baseline is not None else math.nan
+        if len(own):
+            rows.append(_summary_row(own.iloc[0], device, "default", base_rps))
+        feasible = of_device[of_device["feasible"]]
+        if len(feasible):
+            top = feasible.sort_values(
+                [A.THROUGHPUT_RPS, A.P99_MS], ascending=[False, True], kind="stable"
+            ).iloc[0]
+            rows.append(_summary_row(top, device, "best", base_rps))
+        else:
+            p99 = of_device[A.P99_MS].min()
+            rows.append(
+                SummaryRow(
+                    device=device,
+                    role="none",
+                    trial=None,
+                    label="no trial met the SLA",
+                    p99_ms=float(p99),
+                    throughput_rps=0.0,
+                    speedup=None,
+                )
+            )
+    return rows
+
+
+def _summary_row(row: pd.Series, device: str, role: str, base_rps: float) -> SummaryRow:
+    throughput = float(row[A.THROUGHPUT_RPS])
+    ok = math.isfinite(base_rps) and base_rps > 0 and math.isfinite(throughput)
+    return SummaryRow(
+        device=device,
+        role=role,
+        trial=int(row["number"]),
+        label=str(row["label"]),
+        p99_ms=float(row[A.P99_MS]),
+        throughput_rps=throughput,
+        speedup=throughput / base_rps if ok else None,
+    )
+
+
+def param_importances(
+    study: optuna.Study, *, min_trials: int = MIN_TRIALS_FOR_IMPORTANCE
+) -> tuple[dict[str, float], str | None]:
+    """Importances of the params for throughput over the feasible trials.
+
+    Returns ``(importances, None)``, or ``({}, reason)`` when there are too few feasible trials
+    or too little variation to say anything.
+    """
+    df = trials_frame(study)
+    numbers = set(df.loc[df["feasible"], "number"].astype(int))
+    feasible = [t for t in study.get_trials(deepcopy=False) if t.number in numbers and t.params]
+    if len(feasible) < min_trials:
+        return {}, (
+            f"parameter importances need at least {min_trials} feasible trials, "
+            f"the study has {len(feasible)}"
+        )
+    # Only params that took more than one value among the feasible trials can matter.
+    names = sorted(set.intersection(*(set(t.params) for t in feasible)))
+    varied = [n for n in names if len({repr(t.params.get(n)) for t in feasible}) > 1]
+    if not varied:
+        return {}, "no parameter varied among the feasible trials"
+    view = optuna.create_study(direction="maximize")
+    view.add_trials(feasible)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            importances = optuna.importance.get_param_importances(view, params=varied)
+        except (ValueError, RuntimeError) as exc:
+            return {}, f"parameter importances could not be computed: {exc}"
+    if not importances or caught:
+        reason = str(caught[0].message) if caught else "no parameter varied"
+        return {}, f"parameter importances could not be computed: {reason}"
+    return dict(importances), None
+
+
+# -- renderers: text ------------------------------------------------------------------------------
+def trials_table(
+    df: pd.DataFrame, *, sla_ms: float | None = None, limit: int | None = None
+) -> Table:
+    """A rich table of the trials, best throughput first; feasible trials marked."""
+    sla = f" (SLA P99 <= {sla_ms:g} ms)" if sla_ms is not None else ""
+    table = Table(title=f"Trials{sla}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("SLA", justify="center")
+    table.add_column("configuration", min_width=20, overflow="fold")
+    table.add_column("req/s", justify="right")
+    table.add_column("P99 ms", justify="right")
+    table.add_column("errors", justify="right")
+    table.add_column("note", overflow="fold")
+    ordered = df.assign(_rps=df[A.THROUGHPUT_RPS].fillna(-1.0)).sort_values(
+        ["feasible", "_rps", A.P99_MS, "number"],
+        ascending=[False, False, True, True],
+        kind="stable",
+    )
+    best = _best_number(df)
+    for _, row in (ordered if limit is None else ordered.head(limit)).iterrows():
+        table.add_row(
+            str(row["number"]),
+            _mark(row),
+            str(row["label"]),
+            _num(row[A.THROUGHPUT_RPS], 1),
+            _num(row[A.P99_MS], 1),
+            _num(row[A.ERRORS], 0),
+            _note(row, best),
+        )
+    return table
+
+
+def _best_number(df: pd.DataFrame) -> int | None:
+    feasible = df[df["feasible"]]
+    if not len(feasible):
+        return None
+    top = feasible.sort_values([A.THROUGHPUT_RPS, A.P99_MS], ascending=[False, True]).iloc[0]
+    return int(top["number"])
+
+
+def _mark(row: pd.Series) -> Text:
+    if row["state"] != TrialState.COMPLETE.name:
+        return Text(str(row["state"]).lower(), style="dim")
+    if row[A.FAILURE] is not None and isinstance(row[A.FAILURE], str):
+        return Text("failed", style="red")
+    if row["feasible"]:
+        return Text("✓", style="bold green")
+    return Text("✗", style="red")
+
+
+def _note(row: pd.Series, best: int | None) -> str:
+    notes = []
+    if best is not None and int(row["number"]) == best:
+        notes.append("best")
+    if row[A.BASELINE]:
+        notes.append("TorchServe default")
+    reused = row[A.REUSED_FROM]
+    if isinstance(reused, int | float) and not (isinstance(reused, float) and math.isnan(reused)):
+        notes.append(f"same as #{int(reused)}")
+    failure = row[A.FAILURE]
+    if isinstance(failure, str) and failure:
+        notes.append(failure if len(failure) <= 60 else failure[:57] + "...")
+    return ", ".join(notes)
+
+
+def _num(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    try:
+        return f"{float(value):,.{digits}f}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def markdown_summary(
+    df: pd.DataFrame,
+    *,
+    study_name: str,
+    sla_ms: float | None,
+    model: str | None = None,
+) -> str:
+    """The article-style table: per device the default and the best configuration."""
+    sla = f"P99 <= {sla_ms:g} ms" if sla_ms is not None else "unknown SLA"
+    complete = df[df["state"] == TrialState.COMPLETE.name]
+    lines = [
+        f"# autotune report: {study_name}",
+        "",
+        f"Model: {model or 'unknown'}. SLA: {sla}. Trials: {len(complete)} complete, "
+        f"{int(complete['feasible'].sum())} within the SLA.",
+        "",
+        "| device | configuration | trial | P99 (ms) | throughput (req/s) | speed-up |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in summary_rows(df):
+        what = {"default": "TorchServe default: ", "best": "best: "}.get(row.role, "")
+        trial = "-" if row.trial is None else str(row.trial)
+        speedup = "-" if row.speedup is None else f"{row.speedup:.2f}x"
+        throughput = "-" if row.role == "none" else _num(row.throughput_rps, 1)
+        lines.append(
+            f"| {row.device} | {what}`{row.label}` | {trial} | {_num(row.p99_ms, 1)} "
+            f"| {throughput} | {speedup} |"
+        )
+    lines += [
+        "",
+        "Throughput is goodput: the highest request rate served with P99 within the SLA and no "
+        "errors. Speed-up = best throughput / throughput of the TorchServe default.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    df.to_csv(path, index=False)
+
+
+def write_json(df: pd.DataFrame, path: Path) -> None:
+    df.to_json(path, orient="records", indent=2)
+
+
+# -- renderers: figures ---------------------------------------------------------------------------
+def _figure() -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def plot_tradeoff(df: pd.DataFrame, path: Path, *, sla_ms: float | None) -> None:
+    """Throughput against P99: feasible and infeasible trials, the SLA line, the Pareto front."""
+    fig, ax = _figure()
+    points = measured(df)
+    feasible = points[points["feasible"]]
+    infeasible = points[~points["feasible"]]
+    ax.scatter(
+        infeasible[A.P99_MS],
+        infeasible[A.THROUGHPUT_RPS],
+        marker="x",
+        color=_INFEASIBLE_COLOR,
+        label="over the SLA",
+    )
+    ax.scatter(
+        feasible[A.P99_MS],
+        feasible[A.THROUGHPUT_RPS],
+        marker="o",
+        color=_FEASIBLE_COLOR,
+        label="within the SLA",
+    )
+    front = pareto_front(df)
+    if len(front):
+        ax.step(
+            front[A.P99_MS],
+            front[A.THROUGHPUT_RPS],
+            where="post",
+            color="#4c72b0",
+            alpha=0.8,
+            label="Pareto front",
+        )
+    baseline = points[points[A.BASELINE]]
+    if len(baseline):
+        ax.scatter(
+            baseline[A.P99_MS],
+            baseline[A.THROUGHPUT_RPS],
+            marker="*",
+            s=220,
+            facecolors="none",
+            edgecolors="black",
+            label="TorchServe default",
+        )
+    best = _best_number(df)
+    if best is not None:
+        row = df[df["number"] == best].iloc[0]
+        ax.annotate(
+            f"best #{best}\n{row['label']}",
+            (row[A.P99_MS], row[A.THROUGHPUT_RPS]),
+            textcoords="offset points",
+            xytext=(8, -24),
+            fontsize=8,
+        )
+    if sla_ms is not None:
+        ax.axvline(sla_ms, color=_INFEASIBLE_COLOR, linestyle="--", label=f"SLA {sla_ms:g} ms")
+    p99 = points[A.P99_MS]
+    if len(p99) and p99.min() > 0 and p99.max() / p99.min() > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("P99 latency (ms)")
+    ax.set_ylabel("throughput within the SLA (req/s)")
+    ax.set_title("Throughput against P99 latency")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.savefig(path)
+
+
+def plot_history(df: pd.DataFrame, path: Path) -> None:
+    """Each trial's throughput and the best feasible throughput so far."""
+    fig, ax = _figure()
+    done = df[df["state"] == TrialState.COMPLETE.name]
+    ok = done[done["feasible"]]
+    bad = done[~done["feasible"]]
+    ax.scatter(
+        bad["number"],
+        bad[A.THROUGHPUT_RPS].fillna(0.0),
+        color=_NEUTRAL_COLOR,
+        marker="x",
+        label="over the SLA / failed",
+    )
+    ax.scatter(ok["number"], ok[A.THROUGHPUT_RPS], color=_FEASIBLE_COLOR, label="within the SLA")
+    best = best_so_far(df)
+    ax.step(df["number"], best, where="post", color="#4c72b0", label="best within the SLA")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("throughput within the SLA (req/s)")
+    ax.set_title("Best value over trials")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.savefig(path)
+
+
+def plot_importances(importances: Mapping[str, float], path: Path) -> None:
+    fig, ax = _figure()
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names], color="#4c72b0")
+    ax.set_xlabel("importance for throughput (feasible trials, PED-ANOVA)")
+    ax.set_title("Parameter importances")
+    ax.grid(alpha=0.3, axis="x")
+    fig.savefig(path)
+
+
+def plot_latency_cdf(
+    curves: Mapping[str, npt.NDArray[np.float64]], path: Path, *, sla_ms: float | None
+) -> None:
+    """Empirical CDFs of raw latencies (e.g. the best trial and the baseline)."""
+    fig, ax = _figure()
+    for label, latencies in curves.items():
+        values = np.sort(np.asarray(latencies, dtype=np.float64))
+        if not values.size:
+            continue
+        # Errored or unanswered requests (+inf) keep the curve below 1: the fraction is of all.
+        fraction = np.arange(1, values.size + 1) / values.size
+        finite = np.isfinite(values)
+        p99 = percentile(values, 99)
+        text = f"P99 {p99:.1f} ms" if math.isfinite(p99) else "none answered"
+        if not finite.all():
+            text += f", {int((~finite).sum())} errored"
+        ax.step(
+            values[finite],
+            fraction[finite],
+            where="post",
+            marker="." if finite.sum() < 50 else None,
+            label=f"{label} ({text})",
+        )
+    ax.axhline(0.99, color=_NEUTRAL_COLOR, linestyle=":", label="P99")
+    if sla_ms is not None:
+        ax.axvline(sla_ms, color=_INFEASIBLE_COLOR, linestyle="--", label=f"SLA {sla_ms:g} ms")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.01)
+    ax.set_title("Latency CDF")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path)
+
+
+# -- the whole report -----------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """What ``write_report`` produced: the data, the files and what it skipped (and why)."""
+
+    frame: pd.DataFrame
+    summary: str
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def write_report(study: optuna.Study, out_dir: Path, *, artifact_dir: Path | None = None) -> Report:
+    """Write trials.csv/json, summary.md and the PNG plots of ``study`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = trials_frame(study)
+    sla_ms = _sla_of(study, df)
+    summary = markdown_summary(
+        df, study_name=study.study_name, sla_ms=sla_ms, model=study.user_attrs.get(A.STUDY_MODEL)
+    )
+    files: list[Path] = []
+    skipped: dict[str, str] = {}
+
+    def target(name: str) -> Path:
+        files.append(out_dir / name)
+        return out_dir / name
+
+    write_csv(df, target(CSV_FILE))
+    write_json(df, target(JSON_FILE))
+    target(SUMMARY_FILE).write_text(summary)
+    if len(measured(df)):
+        plot_tradeoff(df, target(TRADEOFF_PNG), sla_ms=sla_ms)
+        plot_history(df, target(HISTORY_PNG))
+    else:
+        skipped[TRADEOFF_PNG] = skipped[HISTORY_PNG] = "no trial was measured"
+    importances, reason = param_importances(study)
+    if importances:
+        plot_importances(importances, target(IMPORTANCE_PNG))
+    else:
+        skipped[IMPORTANCE_PNG] = reason or "no importances"
+    curves, reason = _cdf_curves(study, df, artifact_dir or study_artifact_dir(study))
+    if curves:
+        plot_latency_cdf(curves, target(CDF_PNG), sla_ms=sla_ms)
+    else:
+        skipped[CDF_PNG] = reason
+    return Report(frame=df, summary=summary, files=files, skipped=skipped)
+
+
+def _sla_of(study: optuna.Study, df: pd.DataFrame) -> float | None:
+    value = study.user_attrs.get(A.STUDY_SLA_MS)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    known = pd.to_numeric(df[A.SLA_MS], errors="coerce").dropna()
+    return float(known.iloc[0]) if len(known) else None
+
+
+def _cdf_curves(
+    study: optuna.Study, df: pd.DataFrame, artifact_dir: Path | None
+) -> tuple[dict[str, npt.NDArray[np.float64]], str]:
+    if artifact_dir is None:
+        return {}, "the study has no artifact_dir (raw latencies are stored there)"
+    picks: list[tuple[str, int]] = []
+    best = _best_number(df)
+    if best is not None:
+        picks.append((f"best #{best}", best))
+    baseline = df[df[A.BASELINE]]
+    if len(baseline):
+        number = int(baseline.iloc[0]["number"])
+        if number != best:
+            picks.append((f"TorchServe default #{number}", number))
+    curves = _load_curves(study, picks, artifact_dir)
+    if not curves:
+        return {}, "no raw latencies stored for the best trial or the baseline"
+    return curves, ""
+
+
+def _load_curves(
+    study: optuna.Study, picks: Sequence[tuple[str, int]], artifact_dir: Path
+) -> dict[str, npt.NDArray[np.float64]]:
+    curves: dict[str, npt.NDArray[np.float64]] = {}
+    for label, number in picks:
+        latencies = load_latencies(study, number, artifact_dir)
+        if latencies is not None and latencies.size:
+            curves[label] = latencies
+    return curves
