@@ -1,0 +1,316 @@
+"""Goodput: the highest offered rate a server answers with P99 <= SLA and no errors.
+
+The search, for one configuration (15-40 s for a server of 20-100 req/s):
+
+1. **Idle probe.** ``warmup_requests`` sequential requests (not measured), then up to
+   ``idle_probe_requests`` more, one at a time, ending as soon as a majority of them is over
+   the SLA: even an idle server is too slow, and the verdict is ``over_sla_idle`` after a
+   handful of requests (a 1.5 s Mask R-CNN against a 100 ms SLA is ruled out in about 6 s).
+   Any error ends the search with ``errors``.
+   *Batching servers* wait up to their batch delay for a batch to fill, so they can be slower
+   idle than loaded. When the idle latency is within twice the SLA, ``burst_probe_requests``
+   requests are sent at once; if any of them is answered within the SLA the search goes on.
+2. **Capacity probe.** ``capacity_concurrency`` closed-loop clients for ``capacity_probe_s``:
+   their throughput estimates the capacity, and they warm the server under load.
+3. **Bracketing, then bisection** on the open-loop (Poisson) rate. The first step offers the
+   capacity times the load at which a one-server queue with constant service time (M/D/1) has
+   its P99 at the SLA, ``rho = (x / 2.3) / (1 + x / 2.3)`` with ``x = SLA / idle latency - 1``,
+   clamped to 10-90 % (or ``start_fraction`` when set). While steps pass the rate grows by a
+   factor, while they fail it shrinks by it; the factor starts at ``1 + 2 * rel_precision`` and
+   squares at every move in the same direction. Once a pass and a failure bracket the goodput,
+   the rate bisects until they are within ``rel_precision``, ``max_steps`` steps ran, or the
+   next step would end after ``time_budget_s``.
+
+Each step is an open loop of at most ``step_max_s`` that ends as soon as its verdict is settled
+by the binomial rule of ``_stats`` (a request is over when it is slower than the SLA, errored,
+or already older than the SLA while unanswered): FAIL as soon as the count over the SLA rejects
+"P99 <= SLA" at ``confidence`` (never on one request alone), or once the errors exceed
+``max_error_ratio`` of the planned requests (any error, by default); PASS once the sample is
+large enough for that count, and no earlier than ``step_min_s``. A step that reaches its time
+cap undecided (a server of 30 req/s cannot give the 299 requests a pass needs in 8 s) counts as
+passing when at most 1 % of its requests were over the SLA and its errors are within the
+allowance: its point estimate of P99 is within the SLA. The goodput is the throughput of the
+passing step of highest rate.
+
+Answers are awaited up to ``drain_max_s`` after each run so that the next one starts on an
+empty server queue.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from autotune.loadgen._closed_loop import closed_loop
+from autotune.loadgen._open_loop import run_open_loop
+from autotune.loadgen._recorder import Recorder
+from autotune.loadgen._result import GoodputResult, GoodputVerdict, LoadResult
+from autotune.loadgen._stats import QUANTILE, Verdict
+from autotune.loadgen._target import Arrival, Target
+
+_MIN_START, _MAX_START = 0.1, 0.9
+
+
+@dataclass(frozen=True, kw_only=True)
+class GoodputSettings:
+    """How ``find_goodput`` searches (see the module docstring); defaults fit 20-100 req/s.
+
+    ``step_min_s`` (no pass before it) is capped at ``step_max_s``, so that setting the time cap
+    alone is enough.
+    """
+
+    warmup_requests: int = 1
+    idle_probe_requests: int = 5
+    burst_probe_requests: int = 8
+    capacity_probe_s: float = 2.0
+    capacity_concurrency: int = 32
+    start_fraction: float | None = None
+    step_min_s: float = 2.0
+    step_max_s: float = 8.0
+    max_steps: int = 8
+    rel_precision: float = 0.1
+    confidence: float = 0.95
+    max_error_ratio: float = 0.0
+    arrival: Arrival = Arrival.POISSON
+    seed: int = 0
+    drain_max_s: float = 5.0
+    time_budget_s: float = 45.0
+    max_connections: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("capacity_probe_s", "step_max_s", "rel_precision", "time_budget_s"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"`{name} > 0` must hold, but got ({name}={value}).")
+        for name in ("idle_probe_requests", "capacity_concurrency", "max_steps"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"`{name} >= 1` must hold, but got ({name}={value}).")
+        for name in ("warmup_requests", "burst_probe_requests"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"`{name} >= 0` must hold, but got ({name}={value}).")
+        if self.start_fraction is not None and not 0 < self.start_fraction <= 1:
+            raise ValueError(
+                f"`0 < start_fraction <= 1` must hold, but got ({self.start_fraction=})."
+            )
+        if not self.step_min_s >= 0:
+            raise ValueError(f"`step_min_s >= 0` must hold, but got ({self.step_min_s=}).")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"`0.5 <= confidence < 1` must hold, but got ({self.confidence=}).")
+        if not 0 <= self.max_error_ratio < 1:
+            raise ValueError(
+                f"`0 <= max_error_ratio < 1` must hold, but got ({self.max_error_ratio=})."
+            )
+        if not self.drain_max_s >= 0:
+            raise ValueError(f"`drain_max_s >= 0` must hold, but got ({self.drain_max_s=}).")
+        object.__setattr__(self, "arrival", Arrival.parse(self.arrival))
+
+
+def step_passes(step: LoadResult, *, max_errors: int) -> bool:
+    """Whether a search step counts as passing (see the module docstring)."""
+    if step.errors > max_errors:
+        return False
+    if step.verdict == Verdict.PASS:
+        return True
+    if step.verdict == Verdict.UNDECIDED:
+        over = step.over_sla if step.over_sla is not None else 0
+        return step.sent > 0 and over <= (1.0 - QUANTILE) * step.sent
+    return False
+
+
+def start_fraction(*, idle_ms: float, sla_ms: float) -> float:
+    """Load at which an M/D/1 queue's P99 reaches the SLA, clamped to 10-90 %."""
+    if not idle_ms > 0:
+        return _MAX_START
+    x = max(sla_ms / idle_ms - 1.0, 0.0) / 2.3
+    return min(_MAX_START, max(_MIN_START, x / (1.0 + x)))
+
+
+async def find_goodput(
+    target: Target,
+    *,
+    sla_ms: float,
+    settings: GoodputSettings = GoodputSettings(),
+    on_step: Callable[[LoadResult], None] | None = None,
+) -> GoodputResult:
+    """Runs the search of the module docstring; ``on_step`` sees every probe and step as it ends.
+
+    Raises LoadTestError when the target cannot be reached at all.
+    """
+    if not sla_ms > 0:
+        raise ValueError(f"`sla_ms > 0` must hold, but got ({sla_ms=}).")
+    search = _Search(target, sla_ms=sla_ms, settings=settings, on_step=on_step)
+    return await search.run()
+
+
+class _Search:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        sla_ms: float,
+        settings: GoodputSettings,
+        on_step: Callable[[LoadResult], None] | None,
+    ) -> None:
+        self.target = target
+        self.sla_ms = sla_ms
+        self.s = settings
+        self.on_step = on_step
+        self.started = time.perf_counter()
+        self.drain_s = min(target.timeout_s, settings.drain_max_s)
+        self.runs: list[LoadResult] = []
+        self.idle_ms = math.nan
+
+    def _record(self, result: LoadResult) -> LoadResult:
+        self.runs.append(result)
+        if self.on_step is not None:
+            self.on_step(result)
+        return result
+
+    def _done(
+        self,
+        verdict: GoodputVerdict,
+        *,
+        steps: tuple[LoadResult, ...] = (),
+        best: LoadResult | None = None,
+        capacity_rps: float = math.nan,
+        capacity_probe: LoadResult | None = None,
+        burst_probe: LoadResult | None = None,
+    ) -> GoodputResult:
+        return GoodputResult(
+            sla_ms=self.sla_ms,
+            goodput_rps=best.throughput_rps if best is not None else 0.0,
+            best=best,
+            steps=steps,
+            verdict=verdict,
+            idle_latency_ms=self.idle_ms,
+            requests=sum(run.requests for run in self.runs),
+            capacity_rps=capacity_rps,
+            idle_probe=self.runs[0] if self.runs else None,
+            capacity_probe=capacity_probe,
+            burst_probe=burst_probe,
+            elapsed_s=time.perf_counter() - self.started,
+        )
+
+    async def run(self) -> GoodputResult:
+        s, sla_ms = self.s, self.sla_ms
+        majority = s.idle_probe_requests // 2 + 1
+
+        def idle_settled(rec: Recorder) -> bool:
+            return rec.errors > 0 or rec.over >= majority
+
+        idle = self._record(
+            await closed_loop(
+                self.target,
+                concurrency=1,
+                duration_s=s.time_budget_s,
+                warmup_requests=s.warmup_requests,
+                sla_ms=sla_ms,
+                max_requests=s.idle_probe_requests,
+                stop=idle_settled,
+                drain_s=self.drain_s,
+            )
+        )
+        finite = idle.latencies_ms[np.isfinite(idle.latencies_ms)]
+        self.idle_ms = float(np.median(finite)) if finite.size else math.nan
+        if idle.errors or not finite.size:
+            return self._done(GoodputVerdict.ERRORS)
+        burst = None
+        if (idle.over_sla or 0) >= majority:
+            if not (s.burst_probe_requests and self.idle_ms <= 2.0 * sla_ms):
+                return self._done(GoodputVerdict.OVER_SLA_IDLE)
+            burst = self._record(
+                await closed_loop(
+                    self.target,
+                    concurrency=s.burst_probe_requests,
+                    duration_s=s.time_budget_s,
+                    sla_ms=sla_ms,
+                    max_requests=s.burst_probe_requests,
+                    drain_s=self.drain_s,
+                )
+            )
+            if not np.any(burst.latencies_ms <= sla_ms):
+                return self._done(GoodputVerdict.OVER_SLA_IDLE, burst_probe=burst)
+
+        probe = self._record(
+            await closed_loop(
+                self.target,
+                concurrency=s.capacity_concurrency,
+                duration_s=s.capacity_probe_s,
+                sla_ms=sla_ms,
+                drain_s=self.drain_s,
+            )
+        )
+        # One request at a time is a floor: the probe cannot be below it on a sane server.
+        capacity = max(probe.throughput_rps, 1000.0 / self.idle_ms if self.idle_ms > 0 else 0.0)
+        fraction = s.start_fraction
+        if fraction is None:
+            fraction = start_fraction(idle_ms=self.idle_ms, sla_ms=sla_ms)
+        steps, best, errors_at_lowest = await self._bracket(fraction * capacity)
+        if best is not None:
+            verdict = GoodputVerdict.FEASIBLE
+        elif errors_at_lowest:
+            verdict = GoodputVerdict.ERRORS
+        else:
+            verdict = GoodputVerdict.OVER_SLA
+        return self._done(
+            verdict,
+            steps=tuple(steps),
+            best=best,
+            capacity_rps=capacity,
+            capacity_probe=probe,
+            burst_probe=burst,
+        )
+
+    async def _bracket(self, rate: float) -> tuple[list[LoadResult], LoadResult | None, bool]:
+        """The steps run, the best passing one, and whether the gentlest failed on errors."""
+        s = self.s
+        steps: list[LoadResult] = []
+        best: LoadResult | None = None
+        lo, hi = 0.0, math.inf
+        base = 1.0 + 2.0 * s.rel_precision
+        factor, last_move = base, 0
+        errors_at_lowest = False
+        for k in range(s.max_steps):
+            if steps and time.perf_counter() - self.started + s.step_max_s > s.time_budget_s:
+                break
+            max_errors = math.floor(s.max_error_ratio * rate * s.step_max_s)
+            step = self._record(
+                await run_open_loop(
+                    self.target,
+                    rate_rps=rate,
+                    duration_s=s.step_max_s,
+                    arrival=s.arrival,
+                    seed=s.seed + k,
+                    sla_ms=self.sla_ms,
+                    confidence=s.confidence,
+                    stop_when_settled=True,
+                    settle_min_s=min(s.step_min_s, s.step_max_s),
+                    max_errors=max_errors,
+                    max_connections=s.max_connections,
+                    drain_s=self.drain_s,
+                )
+            )
+            steps.append(step)
+            passed = step_passes(step, max_errors=max_errors)
+            if passed:
+                lo, best = rate, step
+            else:
+                hi = rate
+                if rate <= min(st.offered_rps for st in steps):
+                    errors_at_lowest = step.errors > max_errors
+            if lo > 0 and not math.isinf(hi):
+                if hi - lo <= s.rel_precision * hi:
+                    break
+                rate = (lo + hi) / 2.0
+                continue
+            move = 1 if passed else -1
+            factor = factor * factor if move == last_move else base
+            last_move = move
+            rate = rate * factor if passed else rate / factor
+        return steps, best, errors_at_lowest
