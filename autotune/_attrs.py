@@ -7,6 +7,7 @@ Trial user attrs (numbers in the unit their name says):
     offered_rps       float  the offered rate of the measured step
     requests          int    requests sent in the whole trial (all steps)
     errors            int    errored requests in the measured step
+    errors_total      int    errored requests in the whole trial (every step and probe)
     sla_ms            float
     failure           str    only when the deployment or the measurement failed: why
     baseline          bool   True on the TorchServe-default configuration
@@ -18,8 +19,9 @@ Trial user attrs (numbers in the unit their name says):
     reused_from       int    the trial whose measurement of the same configuration was reused
 
 Trial system attr ``constraints``: ``[p99_ms - sla_ms]``, capped at ``10 * sla_ms`` (the cap
-when the trial errored or failed), so that the GP's constraint model is not dominated by outliers. Written in the legacy list form so that optuna-dashboard 0.21 shows
-feasibility; Optuna 5 reads it too (as constraint key "0").
+when the trial errored or failed), so that the GP's constraint model is not dominated by
+outliers. Written in the legacy list form so that optuna-dashboard 0.21 shows feasibility;
+Optuna 5 reads it too (as constraint key "0").
 
 Study user attrs:
     sla_ms float, model str, space dict (the resolved search space), archive_dir str,
@@ -42,6 +44,7 @@ MAX_MS: Final = "max_ms"
 OFFERED_RPS: Final = "offered_rps"
 REQUESTS: Final = "requests"
 ERRORS: Final = "errors"
+ERRORS_TOTAL: Final = "errors_total"
 SLA_MS: Final = "sla_ms"
 FAILURE: Final = "failure"
 BASELINE: Final = "baseline"

@@ -1,12 +1,12 @@
 """The one exception tree of autotune. Only the CLI catches it.
 
-    AutotuneError                 base: one line for the user, naming the problem and the fix
-     ├── ConfigError              bad user input: flags, files, search-space YAML, study mismatch
-     ├── JavaNotFoundError        no usable Java runtime (>= 17)
-     ├── StorageError             the Optuna storage cannot be opened or used
-     ├── ServerError              TorchServe failed to start, answer or stop
-     │    └── DeploymentError     a model could not be registered / its workers did not come up
-     └── LoadTestError            the load generator could not run (unreachable target, bad input)
+AutotuneError                 base: one line for the user, naming the problem and the fix
+ ├── ConfigError              bad user input: flags, files, search-space YAML, study mismatch
+ ├── JavaNotFoundError        no usable Java runtime (>= 17)
+ ├── StorageError             the Optuna storage cannot be opened or used
+ ├── ServerError              TorchServe failed to start, answer or stop
+ │    └── DeploymentError     a model could not be registered / its workers did not come up
+ └── LoadTestError            the load generator could not run (unreachable target, bad input)
 """
 
 from __future__ import annotations

@@ -57,6 +57,15 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
+def _distinct_free_ports(host: str, count: int) -> tuple[int, ...]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return tuple(ports)
+
+
 def render_properties(props: Mapping[str, Any]) -> str:
     """A Java properties file, keys in the given order, values as TorchServe reads them."""
     lines = []
@@ -94,8 +103,10 @@ class TorchServe:
         self.startup_timeout_s = startup_timeout_s
         self.port_attempts = port_attempts
         self._proc: subprocess.Popen[bytes] | None = None
-        self._ports: tuple[int, int, int] = (0, 0, 0)
+        # inference, management, metrics, gRPC inference, gRPC management
+        self._ports: tuple[int, ...] = (0, 0, 0, 0, 0)
         self._keys: dict[str, str] = {}
+        self._log_offsets: dict[str, int] = {}
         self.starts = 0
 
     # -- addresses and tokens -------------------------------------------------------------
@@ -135,6 +146,12 @@ class TorchServe:
             "inference_address": f"http://{s.host}:{self._ports[0]}",
             "management_address": f"http://{s.host}:{self._ports[1]}",
             "metrics_address": f"http://{s.host}:{self._ports[2]}",
+            # gRPC cannot be switched off in 0.12 and defaults to fixed ports 7070/7071: give it
+            # free loopback ports too, or two servers on one host collide.
+            "grpc_inference_address": s.host,
+            "grpc_inference_port": self._ports[3],
+            "grpc_management_address": s.host,
+            "grpc_management_port": self._ports[4],
             "model_store": str(self.model_store),
             "enable_model_api": True,
             "number_of_gpu": s.number_of_gpu,
@@ -169,8 +186,10 @@ class TorchServe:
         tmp.mkdir(exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         (self.workdir / KEY_FILE).unlink(missing_ok=True)
-        self._ports = (free_port(self.settings.host), 0, 0)
-        self._ports = (self._ports[0], free_port(self.settings.host), free_port(self.settings.host))
+        self._log_offsets = {
+            p.name: p.stat().st_size for p in self.log_dir.iterdir() if p.is_file()
+        }
+        self._ports = _distinct_free_ports(self.settings.host, 5)
         config_path = self.workdir / "config.properties"
         config_path.write_text(render_properties(self.config_properties()))
         env = dict(os.environ)
@@ -283,13 +302,14 @@ class TorchServe:
         self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last lines each log got since the latest start."""
         chunks = []
         for name in ("torchserve.out", "ts_log.log", "model_log.log"):
             path = self.log_dir / name
             if path.exists():
                 with path.open("rb") as f:
                     f.seek(0, os.SEEK_END)
-                    f.seek(max(0, f.tell() - 16_000))
+                    f.seek(max(self._log_offsets.get(name, 0), f.tell() - 16_000))
                     text = f.read().decode(errors="replace")
                 chunks.append("\n".join(text.splitlines()[-lines:]))
         return "\n".join(chunks)
@@ -297,7 +317,9 @@ class TorchServe:
     # -- REST -----------------------------------------------------------------------------
     def ping(self) -> bool:
         try:
-            status, _ = self._request("GET", f"{self.inference_url}/ping", inference=True, timeout=5)
+            status, _ = self._request(
+                "GET", f"{self.inference_url}/ping", inference=True, timeout=5
+            )
         except ServerError:
             return False
         return status == 200
@@ -353,7 +375,9 @@ class TorchServe:
             "GET", f"{self.management_url}/models/{urllib.parse.quote(model_name)}", timeout=30
         )
         if status != 200:
-            raise ServerError(f"describing {model_name} failed with HTTP {status}: {_message(body)}")
+            raise ServerError(
+                f"describing {model_name} failed with HTTP {status}: {_message(body)}"
+            )
         result: list[dict[str, Any]] = json.loads(body)
         return result
 
@@ -376,9 +400,13 @@ class _PortTakenError(ServerError):
 
 
 def _read_keys(path: Path) -> dict[str, str]:
+    """The tokens of the key file; empty while TorchServe is still writing it."""
     os.chmod(path, 0o600)
-    data = json.loads(path.read_text())
-    return {kind: str(data[kind]["key"]) for kind in ("inference", "management")}
+    try:
+        data = json.loads(path.read_text())
+        return {kind: str(data[kind]["key"]) for kind in ("inference", "management")}
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def _message(body: bytes) -> str:

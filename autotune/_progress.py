@@ -1,0 +1,118 @@
+"""Rich rendering of ``autotune run``: live progress while it runs, the answer at the end."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import optuna
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autotune._config import TrialConfig
+from autotune._run import RunSettings, open_study, prepare, run_study
+from autotune._study import redact
+from autotune._summary import StudySummary, summarize
+from autotune._tuner import TrialResult
+
+
+def _fmt_ms(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value:,.1f}"
+
+
+def run_with_progress(settings: RunSettings, console: Console) -> StudySummary:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say it better
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    prepared = prepare(settings)
+    study, resumed = open_study(prepared)
+    console.print(
+        f"[bold]autotune[/] study [cyan]{prepared.study_name}[/] in {redact(settings.storage)}"
+        f" ({'resumed' if resumed else 'new'}): model {prepared.spec.name}, P99 <= "
+        f"{settings.sla_ms:g} ms, {prepared.space.size()} configurations, "
+        f"{prepared.hardware.cpu_cores} CPU cores, {prepared.hardware.gpus} GPUs"
+    )
+    best_text = ["none yet"]
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_start(number: int, config: TrialConfig) -> None:
+            progress.update(
+                task,
+                description=f"trial {number}: {config.label()}  | best: {best_text[0]}",
+            )
+
+        def on_end(trial: object, result: TrialResult) -> None:
+            number = getattr(trial, "number", -1)
+            mark = {"feasible": "[green]ok[/]", "over_sla": "[yellow]over SLA[/]"}.get(
+                result.verdict, "[red]failed[/]"
+            )
+            detail = f" ({result.failure})" if result.failure else ""
+            console.print(
+                f"trial {number:>3} {mark:<22} {result.config.label():<40} "
+                f"{result.throughput_rps:8.1f} req/s  P99 {_fmt_ms(result.p99_ms)} ms{detail}"
+            )
+            best = summarize(study).best
+            if best is not None:
+                best_text[0] = f"{best.throughput_rps:.1f} req/s (trial {best.number})"
+
+        tuner = run_study(prepared, study, on_trial_start=on_start, on_trial_end=on_end)
+    summary = summarize(study)
+    console.print(trials_table(summary))
+    console.print(verdict_text(summary, stopped_early=tuner.stopped_early))
+    if summary.best is not None:
+        console.print(
+            f"Export it: autotune export --storage {redact(settings.storage)} "
+            f"--study {prepared.study_name} -o deploy/"
+        )
+    return summary
+
+
+def trials_table(summary: StudySummary, limit: int = 20) -> Table:
+    table = Table(title=f"Trials (P99 SLA {summary.sla_ms:g} ms), best first")
+    for column in ("#", "configuration", "req/s", "P99 ms", "SLA", "note"):
+        table.add_column(column, justify="right" if column in ("#", "req/s", "P99 ms") else "left")
+    for line in summary.trials[:limit]:
+        note = "baseline" if line.baseline else ""
+        if line.failure:
+            note = (note + " " + line.failure)[:60].strip()
+        table.add_row(
+            str(line.number),
+            line.config.label(),
+            f"{line.throughput_rps:.1f}",
+            _fmt_ms(line.p99_ms),
+            "[green]meets[/]" if line.feasible else "[red]misses[/]",
+            note,
+        )
+    return table
+
+
+def verdict_text(summary: StudySummary, *, stopped_early: bool = False) -> str:
+    sla = f"{summary.sla_ms:g} ms"
+    if summary.best is not None:
+        best = summary.best
+        speed = f"; {summary.speedup:.2f}x the TorchServe default" if summary.speedup else ""
+        return (
+            f"[bold green]Best configuration[/] (trial {best.number}): {best.config.label()}: "
+            f"{best.throughput_rps:.1f} req/s with P99 {best.p99_ms:.1f} ms <= {sla}{speed}"
+        )
+    lines = [f"[bold red]No configuration meets P99 <= {sla} on this host.[/]"]
+    if summary.fastest is not None:
+        fastest = summary.fastest
+        lines.append(
+            f"Fastest P99: {fastest.p99_ms:,.0f} ms with {fastest.config.label()} "
+            f"(trial {fastest.number}); that configuration could meet an SLA of about "
+            f"{summary.reachable_sla_ms:,.0f} ms."
+        )
+    if stopped_early:
+        lines.append(
+            "Stopped early: every configuration tried was over twice the SLA even for single "
+            "requests on an idle server; a faster device (a GPU) is needed for this SLA."
+        )
+    return "\n".join(lines)

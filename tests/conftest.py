@@ -1,0 +1,33 @@
+"""Shared fixtures: no test may leave a TorchServe process behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+MODEL_SERVER = "org.pytorch.serve.ModelServer"
+
+
+def model_server_pids(under: str = "") -> set[int]:
+    """TorchServe frontends whose command line mentions ``under`` (its folders live there)."""
+    pids = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if MODEL_SERVER in cmdline and under in cmdline:
+            pids.add(proc.info["pid"])
+    return pids
+
+
+@pytest.fixture
+def no_orphans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fails the test when a TorchServe started under this session's temporary folders
+    outlives it (other servers on the machine are not ours to judge)."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    deadline = time.monotonic() + 15
+    while (left := model_server_pids(base)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"TorchServe processes left behind: {sorted(left)}"

