@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -40,14 +38,10 @@ from autotune._archive import (
 )
 from autotune._config import TrialConfig
 from autotune._errors import ConfigError, DeploymentError
-from autotune._java import find_java_home
 from autotune._models import ModelSpec, get_model
 from autotune._server import (
-    KEY_FILE,
     ServerSettings,
     TorchServe,
-    _live,
-    _live_lock,
     _torchserve_executable,
     render_properties,
 )
@@ -328,23 +322,13 @@ class ExportedServer(TorchServe):
     def config_properties(self) -> dict[str, Any]:
         return dict(self.properties)
 
-    def _start_once(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.workdir, 0o700)
-        tmp = self.workdir / "tmp"
-        tmp.mkdir(exist_ok=True)
-        self.log_dir.mkdir(exist_ok=True)
-        (self.workdir / KEY_FILE).unlink(missing_ok=True)
-        env = dict(os.environ)
-        env.update(
-            JAVA_HOME=str(find_java_home()),
-            TMPDIR=str(tmp),
-            TEMP=str(tmp),
-            LOG_LOCATION=str(self.log_dir),
-            METRICS_LOCATION=str(self.log_dir),
-        )
-        env.pop("TS_CONFIG_FILE", None)  # it would beat --ts-config
-        cmd = [
+    def _assign_ports(self) -> None:
+        """The ports are the export's own: nothing to choose."""
+
+    def _command(self) -> list[str]:
+        # Only the export's config.properties: model store, model, workers, batching,
+        # addresses and security settings all come from the file, as in production.
+        return [
             _torchserve_executable(),
             "--start",
             "--foreground",
@@ -352,39 +336,6 @@ class ExportedServer(TorchServe):
             "--ts-config",
             str(self.config_path),
         ]
-        out = (self.log_dir / "torchserve.out").open("ab")
-        try:
-            self._proc = subprocess.Popen(
-                cmd,
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            out.close()
-        with _live_lock:
-            _live.add(self)
-        self.starts += 1
-        try:
-            self._wait_key_file()
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_key_file(self) -> None:
-        """Wait until TorchServe has finished writing key_file.json (it exists empty first)."""
-        path = self.workdir / KEY_FILE
-        deadline = time.monotonic() + self.startup_timeout_s
-        while self.is_alive() and time.monotonic() < deadline:
-            try:
-                json.loads(path.read_text())
-                return
-            except (OSError, ValueError):
-                time.sleep(0.1)
 
     def wait_model_ready(self, model_name: str, *, timeout_s: float = 180.0) -> dict[str, Any]:
         """Wait until every worker of the model loaded at start-up is READY; its description."""

@@ -179,6 +179,24 @@ class TorchServe:
         assert last_error is not None
         raise last_error
 
+    def _assign_ports(self) -> None:
+        self._ports = _distinct_free_ports(self.settings.host, 5)
+
+    def _command(self) -> list[str]:
+        """Write the generated config.properties; the command that starts TorchServe on it."""
+        config_path = self.workdir / "config.properties"
+        config_path.write_text(render_properties(self.config_properties()))
+        return [
+            _torchserve_executable(),
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            str(config_path),
+            "--model-store",
+            str(self.model_store),
+        ]
+
     def _start_once(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.workdir, 0o700)
@@ -189,9 +207,7 @@ class TorchServe:
         self._log_offsets = {
             p.name: p.stat().st_size for p in self.log_dir.iterdir() if p.is_file()
         }
-        self._ports = _distinct_free_ports(self.settings.host, 5)
-        config_path = self.workdir / "config.properties"
-        config_path.write_text(render_properties(self.config_properties()))
+        self._assign_ports()
         env = dict(os.environ)
         env.update(
             JAVA_HOME=str(find_java_home()),
@@ -200,17 +216,8 @@ class TorchServe:
             LOG_LOCATION=str(self.log_dir),
             METRICS_LOCATION=str(self.log_dir),
         )
-        env.pop("TS_CONFIG_FILE", None)
-        cmd = [
-            _torchserve_executable(),
-            "--start",
-            "--foreground",
-            "--ncs",
-            "--ts-config",
-            str(config_path),
-            "--model-store",
-            str(self.model_store),
-        ]
+        env.pop("TS_CONFIG_FILE", None)  # it would beat --ts-config
+        cmd = self._command()
         out = (self.log_dir / "torchserve.out").open("ab")
         try:
             self._proc = subprocess.Popen(

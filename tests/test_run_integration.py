@@ -11,6 +11,9 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune import _attrs as A
+from autotune._config import TrialConfig
+from autotune._export import ExportedServer
+from autotune._server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphans")]
 
@@ -79,3 +82,24 @@ def test_run_prints_best_configuration(quick_run: tuple[Path, str]) -> None:
     assert "Best configuration" in proc.stdout
     study = optuna.load_study(study_name="it", storage=storage)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == TRIALS
+
+
+def test_torchserve_serves_the_export_of_the_best_trial(quick_run: tuple[Path, str]) -> None:
+    """`autotune export` of the real study; TorchServe starts from it as is and reports the
+    best trial's batch size, delay and workers through the Management API."""
+    cwd, storage = quick_run
+    ports = [str(free_port()) for _ in range(3)]
+    proc = autotune(
+        "export", "--storage", storage, "--study", "it", "-o", "deploy",
+        "--inference-port", ports[0], "--management-port", ports[1], "--metrics-port", ports[2],
+        cwd=cwd, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    best = optuna.load_study(study_name="it", storage=storage).best_trial
+    config = TrialConfig.from_dict(best.user_attrs[A.CONFIG])
+    with ExportedServer(cwd / "deploy", workdir=cwd / "serve") as server:
+        described = server.wait_model_ready("quick")
+        assert described["batchSize"] == config.batch_size
+        assert described["maxBatchDelay"] == max(1, config.max_batch_delay_ms)
+        assert described["minWorkers"] == described["maxWorkers"] == config.workers
+        assert len(described["workers"]) == config.workers
