@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import traceback
@@ -82,7 +83,10 @@ def run(
     from autotune._run import RunSettings
     from autotune.loadgen import GoodputSettings
 
-    load = GoodputSettings() if step_s is None else GoodputSettings(step_max_s=step_s)
+    # Two warm-up requests: TorchScript's profiling executor optimises on its second call.
+    load = GoodputSettings(warmup_requests=2)
+    if step_s is not None:
+        load = dataclasses.replace(load, step_max_s=step_s)
     settings = RunSettings(
         sla_ms=sla_ms,
         model=model,

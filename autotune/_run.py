@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna_dashboard import set_objective_names
 
 from autotune import _attrs as A
 from autotune._artifacts import save_study_note, save_trial_artifacts
@@ -158,7 +157,7 @@ def open_study(p: Prepared) -> tuple[optuna.Study, bool]:
         storage, name=p.study_name, sampler=sampler, identity=identity, attrs=attrs
     )
     if not resumed:
-        set_objective_names(study, [A.THROUGHPUT_RPS])
+        study.set_metric_names([A.THROUGHPUT_RPS])
     return study, resumed
 
 

@@ -322,10 +322,12 @@ class StopRule:
 
     def hopeless(self, study: optuna.Study, sla_ms: float) -> bool:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(done) < self.min_trials or any(is_feasible(t) for t in done):
+        if any(is_feasible(t) for t in done):
             return False
+        # Trials whose deployment failed measured nothing: they neither count nor block.
         idle = [t.user_attrs.get(A.IDLE_LATENCY_MS) for t in done]
-        return all(isinstance(v, float) and v > self.factor * sla_ms for v in idle)
+        measured = [float(v) for v in idle if isinstance(v, int | float)]
+        return len(measured) >= self.min_trials and all(v > self.factor * sla_ms for v in measured)
 
 
 class Tuner:

@@ -4,8 +4,9 @@ The search, for one configuration (15-40 s for a server of 20-100 req/s):
 
 1. **Idle probe.** ``warmup_requests`` sequential requests (not measured), then up to
    ``idle_probe_requests`` more, one at a time, ending as soon as a majority of them is over
-   the SLA: even an idle server is too slow, and the verdict is ``over_sla_idle`` after a
-   handful of requests (a 1.5 s Mask R-CNN against a 100 ms SLA is ruled out in about 6 s).
+   the SLA (or when the time budget ends with every answer over it): even an idle server is too
+   slow, and the verdict is ``over_sla_idle`` after a handful of requests (a 1.5 s Mask R-CNN
+   against a 100 ms SLA is ruled out in about 6 s).
    Any error ends the search with ``errors``.
    *Batching servers* wait up to their batch delay for a batch to fill, so they can be slower
    idle than loaded. When the idle latency is within twice the SLA, ``burst_probe_requests``
@@ -217,11 +218,20 @@ class _Search:
             )
         )
         finite = idle.latencies_ms[np.isfinite(idle.latencies_ms)]
-        self.idle_ms = float(np.median(finite)) if finite.size else math.nan
-        if idle.errors or not finite.size:
+        # A request still unanswered when the probe's time budget ends is slow, not broken.
+        unfinished = int(idle.errors_by_kind.get("unfinished", 0))
+        if idle.errors - unfinished > 0 or not (finite.size or unfinished):
+            self.idle_ms = float(np.median(finite)) if finite.size else math.nan
             return self._done(GoodputVerdict.ERRORS)
+        # With no answer at all, the budget it waited is a lower bound of the idle latency.
+        self.idle_ms = float(np.median(finite)) if finite.size else 1000.0 * s.time_budget_s
         burst = None
-        if (idle.over_sla or 0) >= majority:
+        # The probe can also end on its time budget (a server taking seconds per request):
+        # then every answer it got being over the SLA is the verdict.
+        cut_short = (unfinished > 0 or idle.sent < s.idle_probe_requests) and bool(
+            np.all(finite > sla_ms)
+        )
+        if (idle.over_sla or 0) >= majority or cut_short:
             if not (s.burst_probe_requests and self.idle_ms <= 2.0 * sla_ms):
                 return self._done(GoodputVerdict.OVER_SLA_IDLE)
             burst = self._record(
