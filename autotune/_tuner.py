@@ -130,6 +130,9 @@ def result_from_goodput(
             deploy_s=deploy_s,
             measure_s=measure_s,
         )
+    # A step whose every request was still unanswered at its end has no percentile: its idle
+    # latency (a lower bound) says how far over the SLA it is.
+    p99_ms = step.p99_ms if math.isfinite(step.p99_ms) else goodput.idle_latency_ms
     return TrialResult(
         config=config,
         verdict=verdict,
@@ -137,7 +140,7 @@ def result_from_goodput(
         offered_rps=step.offered_rps,
         p50_ms=step.p50_ms,
         p90_ms=step.p90_ms,
-        p99_ms=step.p99_ms,
+        p99_ms=p99_ms,
         p999_ms=step.p999_ms,
         mean_ms=step.mean_ms,
         max_ms=step.max_ms,
