@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autotune import _attrs as A
+from autotune import _pareto
 from autotune._artifacts import load_latencies, percentile, study_artifact_dir
 from autotune._config import TrialConfig
 from autotune._study import trial_constraint
@@ -161,16 +162,9 @@ def measured(df: pd.DataFrame) -> pd.DataFrame:
 
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     """Trials no other trial beats on both throughput (higher) and P99 (lower), by P99."""
-    points = measured(df).sort_values(
-        [A.THROUGHPUT_RPS, A.P99_MS], ascending=[False, True], kind="stable"
-    )
-    keep: list[Any] = []
-    best_p99 = math.inf
-    for index, p99 in zip(points.index, points[A.P99_MS], strict=True):
-        if p99 < best_p99:
-            keep.append(index)
-            best_p99 = p99
-    return points.loc[keep].sort_values(A.P99_MS, kind="stable")
+    points = measured(df)
+    rows = list(zip(points[A.THROUGHPUT_RPS], points[A.P99_MS], strict=True))
+    return points.iloc[_pareto.pareto_front(rows)]
 
 
 def best_so_far(df: pd.DataFrame) -> pd.Series:
