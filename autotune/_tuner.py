@@ -96,7 +96,12 @@ class TrialResult:
         }
 
     def constraint(self, sla_ms: float) -> float:
-        return A.constraint_value(self.p99_ms, sla_ms, ok=self.verdict != "failed")
+        """``p99_ms - sla_ms``, but violated whenever the trial is not feasible: a trial whose
+        only passing P99 came with errors (timeouts, 503s) still misses the SLA."""
+        value = A.constraint_value(self.p99_ms, sla_ms, ok=self.verdict != "failed")
+        if self.verdict == "feasible":
+            return min(value, 0.0)
+        return value if value > 0 else A.constraint_value(math.nan, sla_ms, ok=False)
 
 
 def result_from_goodput(

@@ -113,3 +113,13 @@ def test_constraint_is_capped_and_failures_get_the_cap() -> None:
     assert A.constraint_value(5000.0, 100.0, ok=True) == 1000.0
     assert A.constraint_value(math.nan, 100.0, ok=True) == 1000.0
     assert A.constraint_value(20.0, 100.0, ok=False) == 1000.0
+
+
+def test_a_trial_that_errored_violates_the_sla_even_with_a_low_p99() -> None:
+    config = TrialConfig()
+    errored = TrialResult(config=config, verdict="over_sla", p99_ms=20.0)
+    assert errored.constraint(100.0) > 0
+    slow = TrialResult(config=config, verdict="over_sla", p99_ms=180.0)
+    assert slow.constraint(100.0) == pytest.approx(80.0)
+    assert TrialResult(config=config, verdict="feasible", p99_ms=60.0).constraint(100.0) == -40.0
+    assert TrialResult(config=config, verdict="failed").constraint(100.0) == 1000.0
