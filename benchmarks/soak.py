@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="autotune-soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     settings = RunSettings(
         sla_ms=100,
         model="quick",
