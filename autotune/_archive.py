@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +20,7 @@ import yaml
 
 from autotune._config import TrialConfig
 from autotune._errors import ConfigError, DeploymentError
+from autotune._exe import find_executable
 from autotune._models import ModelSpec
 
 MODEL_VERSION = "1.0"
@@ -30,10 +29,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 def _archiver() -> str:
-    local = Path(sys.executable).with_name("torch-model-archiver")
-    if local.exists():
-        return str(local)
-    found = shutil.which("torch-model-archiver")
+    found = find_executable("torch-model-archiver")
     if found is None:
         raise DeploymentError(
             "torch-model-archiver not found; install it with `pip install torch-model-archiver`"

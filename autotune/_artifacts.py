@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -36,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune import _attrs as A
 from autotune._config import TrialConfig
 from autotune._errors import ConfigError, StorageError
+from autotune._exe import find_executable
 from autotune._study import best_feasible, is_feasible
 
 CONFIG_PROPERTIES_FILE: Final = "config.properties"
@@ -240,10 +239,7 @@ def _speedup_text(throughput: float, baseline: FrozenTrial | None) -> str:
 
 # -- optuna-dashboard as a child process ----------------------------------------------------------
 def dashboard_executable() -> str:
-    local = Path(sys.executable).with_name("optuna-dashboard")
-    if local.exists():
-        return str(local)
-    found = shutil.which("optuna-dashboard")
+    found = find_executable("optuna-dashboard")
     if found is None:
         raise ConfigError(
             "optuna-dashboard not found; install it with `pip install optuna-dashboard`"

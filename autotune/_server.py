@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from typing import Any
 import psutil
 
 from autotune._errors import DeploymentError, ServerError
+from autotune._exe import find_executable
 from autotune._java import find_java_home
 
 LOOPBACK = "127.0.0.1"
@@ -81,8 +81,7 @@ def render_properties(props: Mapping[str, Any]) -> str:
 
 
 def _torchserve_executable() -> str:
-    local = Path(sys.executable).with_name("torchserve")
-    return str(local) if local.exists() else "torchserve"
+    return find_executable("torchserve") or "torchserve"
 
 
 class TorchServe:
