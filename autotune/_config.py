@@ -70,6 +70,10 @@ class TrialConfig:
         )
 
 
+# The names of a configuration's settings, in order: search-space keys and landscape columns.
+PARAMETERS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialConfig))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Hardware:
     """What the tuner found on this host."""

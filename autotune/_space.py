@@ -71,7 +71,7 @@ import optuna
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from autotune._config import Device, Hardware, TrialConfig
+from autotune._config import PARAMETERS, Device, Hardware, TrialConfig
 from autotune._errors import ConfigError
 
 __all__ = [
@@ -95,15 +95,7 @@ _MAX_VALUES: Final = 10_000
 
 _SPACE_FORMAT: Final = 1
 
-_PARAMETERS: Final = (
-    "device",
-    "fp16",
-    "torchscript",
-    "workers",
-    "batch_size",
-    "max_batch_delay_ms",
-    "threads_per_worker",
-)
+_PARAMETERS: Final = PARAMETERS
 _REQUIRED: Final = ("device", "workers", "batch_size", "max_batch_delay_ms")
 _PER_DEVICE: Final = ("workers", "batch_size", "max_batch_delay_ms")
 _MINIMUM: Final = {"workers": 1, "batch_size": 1, "max_batch_delay_ms": 0, "threads_per_worker": 1}

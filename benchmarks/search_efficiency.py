@@ -66,22 +66,18 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from autotune import _attrs as A  # noqa: E402
-from autotune._config import Device, Hardware, TrialConfig  # noqa: E402
+from autotune._config import (  # noqa: E402
+    PARAMETERS,
+    Device,
+    Hardware,
+    TrialConfig,
+)
 from autotune._errors import AutotuneError  # noqa: E402
 from autotune._run import RunSettings  # noqa: E402
 from autotune._space import Backend, PerDevice, SearchSpace  # noqa: E402
 from autotune._study import make_sampler  # noqa: E402
 from autotune._tuner import StopRule, TrialResult, Tuner, enqueue_seeds  # noqa: E402
 
-PARAMETERS: Final = (
-    "device",
-    "fp16",
-    "torchscript",
-    "workers",
-    "batch_size",
-    "max_batch_delay_ms",
-    "threads_per_worker",
-)
 COLUMNS: Final = (*PARAMETERS, "throughput_rps", "p99_ms")
 LEVELS: Final = (0.95, 0.99)
 DEFAULT_SLA_MS: Final = 100.0

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from autotune._config import TrialConfig  # noqa: E402
+from autotune._config import PARAMETERS, TrialConfig  # noqa: E402
 from autotune._hardware import detect_hardware  # noqa: E402
 from autotune._java import find_java_home  # noqa: E402
 from autotune._models import get_model  # noqa: E402
@@ -39,13 +39,7 @@ from autotune.loadgen import GoodputSettings  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = (
-    "device",
-    "fp16",
-    "torchscript",
-    "workers",
-    "batch_size",
-    "max_batch_delay_ms",
-    "threads_per_worker",
+    *PARAMETERS,
     "throughput_rps",
     "p99_ms",
     "sla_ms",
