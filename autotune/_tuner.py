@@ -110,13 +110,21 @@ def result_from_goodput(
     """Map the load generator's verdict onto a trial result.
 
     The reported step is the best passing one; when none passed, the gentlest step (lowest offered
-    rate), so that P99 says how far from the SLA the configuration is even under light load.
+    rate) that got answers, so that P99 says how far from the SLA the configuration is even under
+    light load; when no step got an answer in time (every request errored or was still pending),
+    the idle probe's sequential requests, whose figures are then lower bounds.
     """
     step: LoadResult | None = goodput.best
-    if step is None and goodput.steps:
-        step = min(goodput.steps, key=lambda s: s.offered_rps)
     if step is None:
-        step = goodput.idle_probe
+        answered = [s for s in goodput.steps if math.isfinite(s.p50_ms)]
+        if answered:
+            step = min(answered, key=lambda s: s.offered_rps)
+        elif goodput.idle_probe is not None and math.isfinite(goodput.idle_probe.p50_ms):
+            step = goodput.idle_probe
+        elif goodput.steps:
+            step = min(goodput.steps, key=lambda s: s.offered_rps)
+        else:
+            step = goodput.idle_probe
     verdict: Verdict = "feasible" if goodput.verdict == "feasible" else "over_sla"
     probes = (goodput.idle_probe, goodput.capacity_probe, goodput.burst_probe)
     errors_total = sum(s.errors for s in (*goodput.steps, *probes) if s is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -12,7 +13,9 @@ from autotune import _attrs as A
 from autotune._config import Hardware, TrialConfig
 from autotune._space import SearchSpace, builtin_space, load_space
 from autotune._study import best_feasible, make_sampler
-from autotune._tuner import StopRule, TrialResult, Tuner, enqueue_seeds
+from autotune._tuner import StopRule, TrialResult, Tuner, enqueue_seeds, result_from_goodput
+from autotune.loadgen import GoodputResult, LoadResult
+from autotune.loadgen._stats import summarize
 
 HW = Hardware(cpu_cores=2)
 
@@ -123,3 +126,51 @@ def test_a_trial_that_errored_violates_the_sla_even_with_a_low_p99() -> None:
     assert slow.constraint(100.0) == pytest.approx(80.0)
     assert TrialResult(config=config, verdict="feasible", p99_ms=60.0).constraint(100.0) == -40.0
     assert TrialResult(config=config, verdict="failed").constraint(100.0) == 1000.0
+
+
+def _step(offered: float, latencies_ms: list[float], *, mode: str = "open") -> LoadResult:
+    lat = np.asarray(latencies_ms, dtype=np.float64)
+    summary = summarize(lat)
+    failed = int(np.count_nonzero(~np.isfinite(lat)))
+    return LoadResult(
+        mode=mode, offered_rps=offered, throughput_rps=0.0, sent=lat.size,
+        completed=lat.size - failed, errors=failed,
+        errors_by_kind={"unfinished": failed} if failed else {},
+        p50_ms=summary.p50_ms, p90_ms=summary.p90_ms, p99_ms=summary.p99_ms,
+        p999_ms=summary.p999_ms, max_ms=summary.max_ms, mean_ms=summary.mean_ms,
+        duration_s=1.0, schedule_lag_p99_ms=0.0, schedule_lag_max_ms=0.0, client_bound=False,
+        latencies_ms=lat,
+    )  # fmt: skip
+
+
+def _failed_search(steps: tuple[LoadResult, ...], idle: LoadResult | None) -> GoodputResult:
+    return GoodputResult(
+        sla_ms=100, goodput_rps=0.0, best=None, steps=steps, verdict="infeasible",
+        idle_latency_ms=60.0, requests=50, idle_probe=idle,
+    )  # fmt: skip
+
+
+CONFIG = TrialConfig(device="cpu", workers=1, batch_size=1, max_batch_delay_ms=1)
+
+
+def test_an_infeasible_trial_reports_its_gentlest_answered_step() -> None:
+    inf = math.inf
+    steps = (
+        _step(20.0, [90.0, 150.0, 400.0, inf]),
+        _step(5.0, [inf, inf]),  # nothing answered in time: no percentiles
+        _step(10.0, [70.0, 120.0, 130.0]),
+    )
+    result = result_from_goodput(CONFIG, _failed_search(steps, None), deploy_s=1, measure_s=1)
+    assert result.verdict == "over_sla" and result.offered_rps == 10.0
+    assert result.p50_ms == 120.0 and result.p99_ms > 100
+    assert {A.P50_MS, A.P90_MS, A.P99_MS} <= set(result.user_attrs(100))
+
+
+def test_when_no_step_got_an_answer_the_idle_probe_gives_lower_bounds() -> None:
+    idle = _step(math.nan, [55.0, 60.0, 65.0], mode="closed")
+    steps = (_step(10.0, [math.inf] * 3),)
+    result = result_from_goodput(CONFIG, _failed_search(steps, idle), deploy_s=1, measure_s=1)
+    assert result.p50_ms == 60.0 and 60.0 < result.p99_ms <= 65.0
+    assert {A.P50_MS, A.P90_MS, A.P99_MS} <= set(result.user_attrs(100))
+    # the steps' errors still count, and the trial still violates the SLA
+    assert result.errors_total == 3 and result.constraint(100) > 0
