@@ -54,7 +54,7 @@ BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
             ),
             ModelSpec(
                 name="quick",
-                description="quick image classifier: ResNet-18 at 224 px, random weights",
+                description="quick image classifier: MobileNetV3-Small at 224 px, random weights",
                 handler_path=_handler("image_classifier.py"),
                 sample_path=_asset("quick_sample.jpg"),
                 space="quick",

@@ -115,10 +115,26 @@ def test_threads_per_worker_is_applied(tmp_path: Path) -> None:
 
 
 def test_checkpoint_is_loaded_relative_to_the_model_dir(quick_jpeg: bytes, tmp_path: Path) -> None:
-    torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), tmp_path / "w.pt")
+    model = torchvision.models.mobilenet_v3_small(num_classes=7)
+    with torch.no_grad():  # a bias that decides the ranking: the checkpoint's weights are used
+        model.classifier[3].bias.copy_(torch.arange(7.0) * 2)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
     handler = load(ImageClassifier, {"checkpoint": "w.pt"}, tmp_path)
     (result,), _ = run_batch(handler, [quick_jpeg])
-    assert {entry["class"] for entry in result["top5"]} <= set(range(7))
+    assert [entry["class"] for entry in result["top5"]] == [6, 5, 4, 3, 2]
+
+
+def test_resnet18_architecture_with_its_checkpoint(quick_jpeg: bytes, tmp_path: Path) -> None:
+    torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), tmp_path / "r.pt")
+    handler = load(ImageClassifier, {"architecture": "resnet18", "checkpoint": "r.pt"}, tmp_path)
+    (result,), _ = run_batch(handler, [quick_jpeg])
+    assert {entry["class"] for entry in result["top5"]} == set(range(5))
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_with_the_fix(tmp_path: Path) -> None:
+    torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), tmp_path / "r.pt")
+    with pytest.raises(ValueError, match="set `architecture` to the one it was saved from"):
+        load(ImageClassifier, {"checkpoint": "r.pt"}, tmp_path)
 
 
 def test_defaults_when_the_handler_section_is_missing(tmp_path: Path) -> None:
@@ -134,6 +150,7 @@ def test_defaults_when_the_handler_section_is_missing(tmp_path: Path) -> None:
         ({"torchscript": "yes"}, "`torchscript` must be true or false"),
         ({"threads_per_worker": -1}, "`threads_per_worker` must be an integer >= 0"),
         ({"device": "tpu"}, "`device` must be 'cpu' or 'cuda'"),
+        ({"architecture": "vgg16"}, "`architecture` must be one of"),
     ],
 )
 def test_invalid_settings_are_refused(handler_settings: dict[str, Any], message: str) -> None:
