@@ -77,8 +77,13 @@ def make_sampler(
     kind: str, *, seed: int | None, n_startup_trials: int
 ) -> optuna.samplers.BaseSampler:
     if kind == "gp":
+        # threads_per_worker is asked on cpu trials only (see autotune._space): on a host with
+        # a GPU it is drawn at random by design, which the GP need not log at every trial.
         return optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=n_startup_trials, deterministic_objective=False
+            seed=seed,
+            n_startup_trials=n_startup_trials,
+            deterministic_objective=False,
+            warn_independent_sampling=False,
         )
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)

@@ -34,14 +34,12 @@ those measured.
 
     python benchmarks/search_efficiency.py --landscape FILE.csv [--seeds 10] [--trials 40]
         [--sla-ms 100] [--sampler gp] [--n-startup-trials N] [--no-random] [--json]
-        [--threads-on-cpu-only]  (an experiment with the space's representation)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import itertools
 import json
 import math
@@ -228,42 +226,6 @@ def space_from_configs(configs: Iterable[TrialConfig], *, source: str) -> Search
     )
 
 
-class CpuThreadsSpace(SearchSpace):
-    """Experiment (``--threads-on-cpu-only``): the tuner's space, except that
-    ``threads_per_worker`` is suggested on cpu trials only. On a cuda trial the shipped space
-    still asks for it, a dimension with no effect that the GP cycles through while it
-    re-proposes its incumbent (every value is a new point to it, the same configuration to the
-    tuner)."""
-
-    def _param_of(self, name: str) -> str:
-        return next(p for p in self.distributions() if p.startswith(name))
-
-    def suggest(self, trial: optuna.trial.BaseTrial) -> TrialConfig:
-        threads = self._param_of("threads_per_worker")
-        params: dict[str, Any] = {}
-        for name, dist in self.distributions().items():
-            if name == threads and params["backend"] != Backend.CPU_FP32.value:
-                assert isinstance(dist, IntDistribution)
-                params[name] = dist.low  # not asked: any value maps to 0 on cuda
-            elif isinstance(dist, CategoricalDistribution):
-                params[name] = trial.suggest_categorical(name, dist.choices)
-            else:
-                assert isinstance(dist, IntDistribution)
-                params[name] = trial.suggest_int(name, dist.low, dist.high)
-        return self.config_from_params(params)
-
-    def params_for(self, config: TrialConfig) -> dict[str, Any]:
-        params = super().params_for(config)
-        if config.device != "cpu":
-            params.pop(self._param_of("threads_per_worker"), None)
-        return params
-
-
-def with_cpu_only_threads(landscape: Landscape) -> Landscape:
-    fields = {f.name: getattr(landscape.space, f.name) for f in dataclasses.fields(SearchSpace)}
-    return dataclasses.replace(landscape, space=CpuThreadsSpace(**fields))
-
-
 # -- the measurement, replaced ------------------------------------------------------------------
 
 
@@ -422,7 +384,11 @@ def random_hit_probability(landscape: Landscape, target_rps: float, sla_ms: floa
     cache: dict[TrialConfig, bool] = {}
     hits = total = 0
     for values in itertools.product(*axes):
-        config = landscape.space.config_from_params(dict(zip(names, values, strict=True)))
+        # A parameter not asked on a trial (threads on cuda) is dropped: each remaining
+        # combination still appears equally often, as the sampler draws it.
+        params = dict(zip(names, values, strict=True))
+        params = {k: v for k, v in params.items() if landscape.space.applies(k, params["backend"])}
+        config = landscape.space.config_from_params(params)
         if config not in cache:
             cache[config] = landscape.feasible_rps(config, sla_ms) >= target_rps
         hits += cache[config]
@@ -800,11 +766,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "as autotune run)",
     )
     parser.add_argument("--no-random", action="store_true", help="skip the random-search runs")
-    parser.add_argument(
-        "--threads-on-cpu-only",
-        action="store_true",
-        help="experiment: suggest threads_per_worker on cpu trials only",
-    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     err = Console(stderr=True)
@@ -823,8 +784,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         landscape = read_landscape(args.landscape)
-        if args.threads_on_cpu_only:
-            landscape = with_cpu_only_threads(landscape)
         sampler_factory(args.sampler, n_startup_trials=args.n_startup_trials)
         with err.status("searching") as status:
             report = compare(

@@ -314,8 +314,8 @@ def test_sla_column_is_the_default_sla(tiny: Path, tmp_path: Path) -> None:
         se.read_landscape(tmp_path / "two.csv")
 
 
-def test_cpu_only_threads_experiment_asks_threads_on_cpu_only(tiny: Path) -> None:
-    landscape = se.with_cpu_only_threads(se.read_landscape(tiny))
+def test_the_replayed_space_asks_threads_on_cpu_trials_only(tiny: Path) -> None:
+    landscape = se.read_landscape(tiny)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(12):

@@ -313,6 +313,7 @@ def test_per_device_values_share_one_parameter(tmp_path: Path) -> None:
     assert space.distributions()["workers_index"] == optuna.distributions.IntDistribution(0, 3)
     params = space.params_for(next(space.configs()))
     cpu = space.config_from_params({**params, "backend": "cpu_fp32", "workers_index": 3})
+    del params["threads_per_worker"]  # a cuda trial has no thread count
     cuda = space.config_from_params({**params, "backend": "cuda_fp32", "workers_index": 0})
     assert (cpu.workers, cuda.workers) == (3, 8)  # the nearest value of the trial's device
 
@@ -340,10 +341,26 @@ def test_every_parameter_set_gives_a_configuration_of_the_space(tmp_path: Path) 
             axes[name] = list(range(dist.low, dist.high + 1))
     seen = set()
     for combo in itertools.product(*axes.values()):
-        config = space.config_from_params(dict(zip(axes, combo, strict=True)))
+        params = dict(zip(axes, combo, strict=True))
+        if params["backend"] != "cpu_fp32":
+            del params["threads_per_worker"]  # asked on cpu trials only
+        config = space.config_from_params(params)
         assert space.contains(config)
         seen.add(config)
     assert seen == set(space.configs())
+
+
+def test_threads_are_a_parameter_of_cpu_trials_only(tmp_path: Path) -> None:
+    space = mixed_space(tmp_path)
+    cuda = TrialConfig(device="cuda", workers=2, batch_size=2, max_batch_delay_ms=7)
+    assert "threads_per_worker" not in space.params_for(cuda)
+    cpu = TrialConfig(device="cpu", batch_size=2, max_batch_delay_ms=7, threads_per_worker=2)
+    params = space.params_for(cpu)
+    assert params["threads_per_worker"] == 2
+    with pytest.raises(ConfigError, match="do not match this search space"):
+        space.config_from_params({**space.params_for(cuda), "threads_per_worker": 1})
+    with pytest.raises(ConfigError, match="do not match this search space"):
+        space.config_from_params({k: v for k, v in params.items() if k != "threads_per_worker"})
 
 
 @pytest.mark.parametrize(("name", "hw"), [("quick", CPU_HOST), ("animated_drawings", GPU_HOST)])
@@ -365,8 +382,13 @@ def test_random_sampling_stays_in_the_filtered_space(name: str, hw: Hardware) ->
             assert config.workers <= MAX_WORKERS_PER_GPU * hw.gpus
         devices.add(config.device)
     assert devices == set(space.devices)
-    # A static space: every trial has the same names and distributions.
-    assert all(t.distributions == space.distributions() for t in study.trials)
+    # Every trial has the same names and distributions, but threads only on cpu trials.
+    for t in study.trials:
+        expected = dict(space.distributions())
+        if t.params["backend"] != "cpu_fp32":
+            (threads,) = (n for n in expected if n.startswith("threads_per_worker"))
+            del expected[threads]
+        assert t.distributions == expected
 
 
 def test_params_that_do_not_fit_are_refused(tmp_path: Path) -> None:
