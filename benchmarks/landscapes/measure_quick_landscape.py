@@ -8,7 +8,7 @@ so an interrupted run resumes where it stopped; the configurations run in a seed
 so that a drift of the host (other load, thermals) does not line up with one parameter.
 
     python benchmarks/landscapes/measure_quick_landscape.py [--out FILE.csv] [--sla-ms 100]
-        [--workdir DIR] [--workers 1 2] [--batch-sizes 1 4 8] [--delays 5 25] [--threads 1 2]
+        [--workdir DIR] [--workers 1 2] [--batch-sizes 1 4 16] [--delays 1 10] [--threads 1 2]
 
 At 20-60 s a configuration, the default grid takes 20-45 minutes.
 """
@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sla-ms", type=float, default=100.0)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--delays", type=int, nargs="+", default=[5, 25])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--delays", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0, help="seed of the measuring order")
     args = parser.parse_args(argv)
