@@ -88,6 +88,8 @@ def main() -> None:
         last = samples[-1]
         print(f"fds: {first.fds} -> {mid.fds} -> {last.fds} (trial 0, middle, last)")
         print(f"rss: {first.rss_mib:.0f} -> {mid.rss_mib:.0f} -> {last.rss_mib:.0f} MiB")
+        slope = (last.rss_mib - mid.rss_mib) / max(last.trial - mid.trial, 1)
+        print(f"rss slope over the second half: {slope:+.2f} MiB a trial")
 
 
 if __name__ == "__main__":
