@@ -6,13 +6,18 @@ server's own cost. Here the request bytes are built once, each keep-alive connec
 ``asyncio.Protocol`` that writes them and parses the status line and framing of the answer
 (``Content-Length``, chunked, or until close), and the answer is reported through one callback.
 
-``HttpEngine`` owns a bounded pool: an idle connection is reused, a new one is opened while
-fewer than ``max_connections`` exist, and otherwise the request waits in a FIFO queue (its
-latency still counts from its intended time). Error kinds reported by the callback:
-``http_<status>`` (any non-2xx), ``timeout`` (no answer ``timeout_s`` after the intended time),
-``connection`` (refused, reset, closed before the answer) and ``malformed`` (not HTTP/1.x, or
-bad framing). A reused connection that the server closed before answering is retried once on
-a fresh one, as browsers do.
+``HttpEngine`` owns a bounded pool: an idle connection is reused; a request that finds none
+waits in a FIFO queue for a busy one to free up, and when it is still waiting after
+``_GROW_AFTER_S`` (1 ms) a new connection is opened for it, while fewer than
+``max_connections`` exist (its latency still counts from its intended time). Growing at once
+instead opened a connection for every momentary burst of a Poisson plan against a fast
+server: 180 connects in a 4 s run at 5,000 req/s, each one costing the client, the server and
+the requests behind it (P99 2-3x higher than with the pool held at 16).
+
+Error kinds reported by the callback: ``http_<status>`` (any non-2xx), ``timeout`` (no answer
+``timeout_s`` after the intended time), ``connection`` (refused, reset, closed before the
+answer) and ``malformed`` (not HTTP/1.x, or bad framing). A reused connection that the server
+closed before answering is retried once on a fresh one, as browsers do.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ OnDone = Callable[[int, float, str | None], None]
 """``on_done(request_id, t_done, error_kind)``: ``error_kind`` is None on a 2xx answer."""
 
 _MAX_HEAD = 64 * 1024
+_GROW_AFTER_S = 0.001
 _HEAD, _BODY, _CHUNKED, _UNTIL_CLOSE = range(4)
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -266,6 +272,7 @@ class HttpEngine:
         self._retried: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._grow_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.last_connect_error: str | None = None
 
@@ -300,13 +307,28 @@ class HttpEngine:
             self._idle.pop().send(rid, t_intended, self.request)
             return
         self._pending.append((rid, t_intended))
-        self._maybe_open()
+        if not self._open and not self._connecting:
+            self._maybe_open()  # nothing will free up: connect at once
+        elif self._grow_timer is None:
+            self._grow_timer = asyncio.get_running_loop().call_later(_GROW_AFTER_S, self._grow)
+
+    def _grow(self) -> None:
+        """Requests have waited ``_GROW_AFTER_S`` for a busy connection to free up: open one
+        for each of those still waiting (up to the limit)."""
+        self._grow_timer = None
+        while self._pending and not self._closed:
+            before = self._connecting
+            self._maybe_open()
+            if self._connecting == before:
+                break
 
     def close(self) -> None:
         """Drops every connection and queued request without reporting them."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._grow_timer is not None:
+            self._grow_timer.cancel()
         self._pending.clear()
         for conn in list(self._open):
             conn.rid = -1
