@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -34,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune import _attrs as A
 from autotune._config import TrialConfig
 from autotune._errors import ConfigError, StorageError
-from autotune._exe import find_executable
+from autotune._exe import find_executable, stop_process_group
 from autotune._study import best_feasible, is_feasible
 
 CONFIG_PROPERTIES_FILE: Final = "config.properties"
@@ -329,15 +327,7 @@ class DashboardServer:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:  # not reaped yet: its pid (and group) is still ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process_group(proc, timeout_s)
         self._proc = None
 
     def __enter__(self) -> DashboardServer:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -26,10 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import psutil
-
 from autotune._errors import DeploymentError, ServerError
-from autotune._exe import find_executable
+from autotune._exe import find_executable, stop_process_group
 from autotune._java import find_java_home
 
 LOOPBACK = "127.0.0.1"
@@ -270,21 +267,7 @@ class TorchServe:
         proc = self._proc
         if proc is None:
             return
-        family: list[psutil.Process] = []
-        with contextlib.suppress(psutil.Error):
-            parent = psutil.Process(proc.pid)
-            family = [parent, *parent.children(recursive=True)]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(family, timeout=timeout_s)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=5)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+        stop_process_group(proc, timeout_s)
         self._proc = None
         self._keys = {}
         (self.workdir / KEY_FILE).unlink(missing_ok=True)
