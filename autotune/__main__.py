@@ -1,3 +1,3 @@
-from autotune._cli import entry
+from autotune.cli import entry
 
 entry()

@@ -10,34 +10,32 @@ from typing import Any
 
 import optuna
 
-from autotune import _attrs as A
-from autotune._artifacts import save_study_note, save_trial_artifacts
-from autotune._config import Hardware
+import autotune
 from autotune._errors import ConfigError
-from autotune._export import trial_config_properties
-from autotune._hardware import detect_hardware
-from autotune._java import find_java_home
-from autotune._models import ModelSpec, get_model
-from autotune._space import SearchSpace, builtin_space, load_space
-from autotune._study import (
-    create_or_resume,
-    default_study_name,
-    make_sampler,
-    open_storage,
-    recover_interrupted,
-)
-from autotune._tuner import (
-    StopRule,
+from autotune.loadgen import GoodputSettings
+from autotune.results import save_study_note, save_trial_artifacts, trial_config_properties
+from autotune.serving import (
+    ModelSpec,
     TorchServeEvaluator,
+    detect_hardware,
+    find_java_home,
+    get_model,
+)
+from autotune.space import Hardware, SearchSpace, builtin_space, load_space
+from autotune.study import (
+    StopRule,
     TrialEnd,
     TrialResult,
     TrialStart,
     Tuner,
+    create_or_resume,
+    default_study_name,
     enqueue_seeds,
+    make_sampler,
+    open_storage,
+    recover_interrupted,
 )
-from autotune.loadgen import GoodputSettings
-
-__version__ = "0.1.0"
+from autotune.study import schema as A
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +149,7 @@ def open_study(p: Prepared) -> tuple[optuna.Study, bool]:
         A.STUDY_INPUT_PATH: str(p.input_path.resolve()),
         A.STUDY_ARTIFACT_DIR: str((s.workdir / p.study_name / "artifacts").resolve()),
         A.STUDY_HANDLER_EXTRA: handler_extra,
-        A.STUDY_VERSION: __version__,
+        A.STUDY_VERSION: autotune.__version__,
     }
     study, resumed = create_or_resume(
         storage, name=p.study_name, sampler=sampler, identity=identity, attrs=attrs

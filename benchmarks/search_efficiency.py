@@ -63,18 +63,25 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from autotune import _attrs as A  # noqa: E402
-from autotune._config import (  # noqa: E402
-    PARAMETERS,
-    Device,
-    Hardware,
-    TrialConfig,
-)
 from autotune._errors import AutotuneError  # noqa: E402
 from autotune._run import RunSettings  # noqa: E402
-from autotune._space import Backend, PerDevice, SearchSpace  # noqa: E402
-from autotune._study import make_sampler  # noqa: E402
-from autotune._tuner import StopRule, TrialResult, Tuner, enqueue_seeds  # noqa: E402
+from autotune.space import (  # noqa: E402  # noqa: E402
+    PARAMETERS,
+    Backend,
+    Device,
+    Hardware,
+    PerDevice,
+    SearchSpace,
+    TrialConfig,
+)
+from autotune.study import (  # noqa: E402
+    StopRule,
+    TrialResult,
+    Tuner,
+    enqueue_seeds,
+    make_sampler,
+)
+from autotune.study import schema as A  # noqa: E402
 
 COLUMNS: Final = (*PARAMETERS, "throughput_rps", "p99_ms")
 LEVELS: Final = (0.95, 0.99)

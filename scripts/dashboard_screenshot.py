@@ -18,10 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autotune._artifacts import DashboardServer, study_artifact_dir
-from autotune._cli_results import load_study
 from autotune._errors import AutotuneError
-from autotune._server import free_port
+from autotune.cli._results import load_study
+from autotune.results import DashboardServer, study_artifact_dir
+from autotune.serving import free_port
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -20,17 +20,16 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
-from autotune import _attrs as A
-from autotune._artifacts import (
-    CONFIG_PROPERTIES_FILE,
+from autotune.results import (
     HISTOGRAM_FILE,
     LATENCIES_FILE,
     DashboardServer,
     save_study_note,
     save_trial_artifacts,
 )
-from autotune._config import TrialConfig
-from autotune._server import free_port
+from autotune.serving import CONFIG_PROPERTIES_FILE, free_port
+from autotune.space import TrialConfig
+from autotune.study import schema as A
 
 SLA_MS = 100.0
 DISTRIBUTIONS = {

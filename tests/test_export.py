@@ -15,19 +15,12 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import create_trial
 from typer.testing import CliRunner
 
-from autotune import _attrs as A
-from autotune._archive import MODEL_VERSION
-from autotune._cli_results import export, load_study
-from autotune._config import TrialConfig
 from autotune._errors import ConfigError, StorageError
-from autotune._export import (
-    ExportedServer,
-    export_best,
-    read_properties,
-    trial_config_properties,
-)
-from autotune._models import get_model
-from autotune._server import free_port
+from autotune.cli._results import export, load_study
+from autotune.results import export_best, trial_config_properties
+from autotune.serving import MODEL_VERSION, ExportedServer, free_port, get_model, read_properties
+from autotune.space import TrialConfig
+from autotune.study import schema as A
 
 SLA_MS = 100.0
 DISTRIBUTIONS = {

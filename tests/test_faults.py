@@ -17,9 +17,8 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from autotune import _attrs as A
-from autotune import _server
-from autotune._server import TorchServe
+from autotune.serving import TorchServe, _server
+from autotune.study import schema as A
 from tests.conftest import model_server_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphans")]

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune import _attrs as A
+from autotune.study import schema as A
 from tests._postgres import postgres_bin, postgres_server
 
 pytestmark = [

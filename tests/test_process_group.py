@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from autotune._exe import stop_process_group
+from autotune.serving import stop_process_group
 
 # The leader prints the pids it started, then waits (or exits, with "exit" as argument).
 LEADER = r"""

@@ -18,33 +18,31 @@ from optuna.trial import TrialState, create_trial
 from optuna_dashboard import get_note
 from rich.console import Console
 
-from autotune import _attrs as A
-from autotune._artifacts import (
-    CONFIG_PROPERTIES_FILE,
-    HISTOGRAM_FILE,
-    LATENCIES_FILE,
-    load_latencies,
-    save_study_note,
-    save_trial_artifacts,
-    study_note,
-)
-from autotune._config import TrialConfig
-from autotune._report import (
+from autotune.results import (
     CDF_PNG,
     CSV_FILE,
+    HISTOGRAM_FILE,
     HISTORY_PNG,
     IMPORTANCE_PNG,
     JSON_FILE,
+    LATENCIES_FILE,
     SUMMARY_FILE,
     TRADEOFF_PNG,
+    load_latencies,
     markdown_summary,
     param_importances,
-    pareto_front,
+    pareto_frame,
+    save_study_note,
+    save_trial_artifacts,
+    study_note,
     summary_rows,
     trials_frame,
     trials_table,
     write_report,
 )
+from autotune.serving import CONFIG_PROPERTIES_FILE
+from autotune.space import TrialConfig
+from autotune.study import schema as A
 
 SLA_MS = 100.0
 DISTRIBUTIONS = {
@@ -179,7 +177,7 @@ def test_trials_frame_has_params_attrs_and_feasibility(tmp_path: Path) -> None:
 def test_pareto_front_keeps_only_undominated_trials(tmp_path: Path) -> None:
     df = trials_frame(sample_study(tmp_path))
     # 150 @ 90 is beaten by 400 @ 80; the over-SLA ones by everything; the failed one has no P99.
-    assert list(pareto_front(df)["number"]) == [0, 1]
+    assert list(pareto_frame(df)["number"]) == [0, 1]
 
 
 def test_pareto_front_on_known_points() -> None:
@@ -192,7 +190,7 @@ def test_pareto_front_on_known_points() -> None:
         }
     )
     # 3 ties with 1 on throughput but is slower; 2 is beaten by 1; 5 is not COMPLETE.
-    assert list(pareto_front(df)["number"]) == [4, 0, 1]
+    assert list(pareto_frame(df)["number"]) == [4, 0, 1]
 
 
 def test_summary_rows_per_device_with_speedup(tmp_path: Path) -> None:
@@ -301,7 +299,7 @@ def test_report_command_prints_the_table_and_writes_files(tmp_path: Path) -> Non
     import typer
     from typer.testing import CliRunner
 
-    from autotune._cli_results import report
+    from autotune.cli._results import report
 
     sample_study(tmp_path)
     app = typer.Typer()

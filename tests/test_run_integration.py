@@ -10,10 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune import _attrs as A
-from autotune._config import TrialConfig
-from autotune._export import ExportedServer
-from autotune._server import free_port
+from autotune.serving import ExportedServer, free_port
+from autotune.space import TrialConfig
+from autotune.study import schema as A
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphans")]
 

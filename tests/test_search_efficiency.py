@@ -14,9 +14,9 @@ from types import ModuleType
 import optuna
 import pytest
 
-from autotune import _attrs as A
-from autotune._config import TrialConfig
-from autotune._pareto import pareto_front, pareto_trials
+from autotune.results import pareto_front, pareto_trials
+from autotune.space import TrialConfig
+from autotune.study import schema as A
 
 ROOT = Path(__file__).resolve().parent.parent
 

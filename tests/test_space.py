@@ -11,14 +11,15 @@ import optuna
 import pytest
 import yaml
 
-from autotune._config import Hardware, TrialConfig
 from autotune._errors import ConfigError
-from autotune._hardware import detect_hardware, visible_gpus
-from autotune._space import (
+from autotune.serving import detect_hardware, visible_gpus
+from autotune.space import (
     MAX_WORKERS_PER_GPU,
     Backend,
+    Hardware,
     PerDevice,
     SearchSpace,
+    TrialConfig,
     builtin_space,
     load_space,
     torchserve_default,

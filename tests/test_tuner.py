@@ -9,13 +9,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune import _attrs as A
-from autotune._config import Hardware, TrialConfig
-from autotune._space import SearchSpace, builtin_space, load_space
-from autotune._study import best_feasible, make_sampler
-from autotune._tuner import StopRule, TrialResult, Tuner, enqueue_seeds, result_from_goodput
 from autotune.loadgen import GoodputResult, LoadResult
 from autotune.loadgen._stats import summarize
+from autotune.serving import result_from_goodput
+from autotune.space import Hardware, SearchSpace, TrialConfig, builtin_space, load_space
+from autotune.study import StopRule, TrialResult, Tuner, best_feasible, enqueue_seeds, make_sampler
+from autotune.study import schema as A
 
 HW = Hardware(cpu_cores=2)
 

@@ -29,13 +29,17 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from autotune._config import PARAMETERS, TrialConfig  # noqa: E402
-from autotune._hardware import detect_hardware  # noqa: E402
-from autotune._java import find_java_home  # noqa: E402
-from autotune._models import get_model  # noqa: E402
-from autotune._run import read_input  # noqa: E402
-from autotune._tuner import TorchServeEvaluator, TrialResult  # noqa: E402
+from autotune import (  # noqa: E402
+    TorchServeEvaluator,
+    TrialConfig,
+    TrialResult,
+    detect_hardware,
+    find_java_home,
+    get_model,
+    read_input,
+)
 from autotune.loadgen import GoodputSettings  # noqa: E402
+from autotune.space import PARAMETERS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = (

@@ -22,10 +22,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from autotune.handlers.image_classifier import ImageClassifier
+from autotune.handlers.maskrcnn_detector import MaskRCNNDetector
 from handler_harness import ASSETS, load, run_batch
-
-from handlers.image_classifier import ImageClassifier
-from handlers.maskrcnn_detector import MaskRCNNDetector
 
 
 def compare(variants: dict[str, tuple[Any, list[bytes]]], repeat: int, threads: int) -> None:

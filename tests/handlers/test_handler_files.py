@@ -6,9 +6,8 @@ import inspect
 from types import ModuleType
 
 import pytest
+from autotune.handlers import image_classifier, maskrcnn_detector
 from ts.utils.util import list_classes_from_module
-
-from handlers import image_classifier, maskrcnn_detector
 
 MODULES = [image_classifier, maskrcnn_detector]
 # Each handler file is copied alone into its model archive, so these are duplicated on purpose.

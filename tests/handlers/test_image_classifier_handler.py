@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 import torch
 import torchvision
+from autotune.handlers.image_classifier import ImageClassifier, read_settings
 from handler_harness import jpeg, load, run_batch
 from PIL import Image
-
-from handlers.image_classifier import ImageClassifier, read_settings
 
 # Tolerance between two float32 computations of the same softmax (reordered sums, BN folding).
 ATOL = 1e-5

@@ -16,9 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from autotune.handlers.maskrcnn_detector import (
+    MaskRCNNDetector,
+    decode_mask,
+    encode_masks,
+    read_settings,
+)
 from handler_harness import load, run_batch
-
-from handlers.maskrcnn_detector import MaskRCNNDetector, decode_mask, encode_masks, read_settings
 
 SMALL = {"min_size": 320, "max_size": 533, "detections_per_img": 10}
 

@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from autotune._cli_loadtest import loadtest, render_table
 from autotune._errors import LoadTestError
+from autotune.cli._loadtest import loadtest, render_table
 
 if TYPE_CHECKING:
     from conftest import Servers

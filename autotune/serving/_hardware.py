@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 
-from autotune._config import Hardware
+from autotune.space import Hardware
 
 __all__ = ["detect_hardware"]
 

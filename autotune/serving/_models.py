@@ -14,7 +14,7 @@ from autotune._errors import ConfigError
 
 
 def _handler(file: str) -> Path:
-    return Path(str(resources.files("handlers").joinpath(file)))
+    return Path(str(resources.files("autotune.handlers").joinpath(file)))
 
 
 def _asset(file: str) -> Path:

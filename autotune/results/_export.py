@@ -9,17 +9,13 @@ reads them (the ``models=`` JSON, keyed by the archive's version, and the archiv
 model-config.yaml, which wins), with a batch delay of at least 1 ms: TorchServe reads <= 0 as
 unset and falls back to 100 ms.
 
-``ExportedServer`` starts TorchServe from such a folder exactly as a user would
-(``torchserve --start --ncs --ts-config <dir>/config.properties``), in its own working folder
-and TMPDIR, and stops it by its own pid.
+``autotune.serving.ExportedServer`` starts TorchServe from such a folder exactly as a user
+would (``torchserve --start --ncs --ts-config <dir>/config.properties``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,27 +24,24 @@ from typing import Any, Final
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune import _attrs as A
-from autotune._archive import (
+from autotune._errors import ConfigError
+from autotune.serving import (
+    CONFIG_PROPERTIES_FILE,
     MODEL_CONFIG_FILE,
+    MODEL_STORE_DIR,
     MODEL_VERSION,
+    ModelSpec,
+    ServerSettings,
     build_archive,
+    get_model,
     model_config,
+    render_properties,
     write_yaml_atomic,
 )
-from autotune._config import TrialConfig
-from autotune._errors import ConfigError, DeploymentError
-from autotune._models import ModelSpec, get_model
-from autotune._server import (
-    ServerSettings,
-    TorchServe,
-    _torchserve_executable,
-    render_properties,
-)
-from autotune._study import is_feasible
+from autotune.space import TrialConfig
+from autotune.study import is_feasible
+from autotune.study import schema as A
 
-CONFIG_PROPERTIES_FILE: Final = "config.properties"
-MODEL_STORE_DIR: Final = "model-store"
 # Handler settings that only make sense inside the tuning run (a cache under its work folder).
 _RUN_ONLY_HANDLER_KEYS: Final = frozenset({"torchscript_cache_dir"})
 
@@ -267,94 +260,6 @@ def _header(
     if config.max_batch_delay_ms <= 0:
         lines.append("max batch delay 0 ms is written as 1 ms: TorchServe reads <= 0 as unset")
     return "".join(f"# {line}\n" for line in lines)
-
-
-# -- starting TorchServe from an export ------------------------------------------------------------
-def read_properties(path: Path) -> dict[str, str]:
-    """The ``key=value`` lines of a config.properties we wrote (comments skipped)."""
-    props: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#!":
-            continue
-        key, sep, value = stripped.partition("=")
-        if not sep:
-            raise ConfigError(f"{path}: line {line!r} is not key=value")
-        props[key.strip()] = value.strip()
-    return props
-
-
-class ExportedServer(TorchServe):
-    """TorchServe started from an export's config.properties as is; always stopped.
-
-    Only ``--start --foreground --ncs --ts-config`` is passed: the model store, the model, its
-    workers and batching, the addresses and the security settings all come from the file.
-    """
-
-    def __init__(self, export_dir: Path, *, workdir: Path, startup_timeout_s: float = 180.0):
-        self.export_dir = export_dir.resolve()
-        self.config_path = self.export_dir / CONFIG_PROPERTIES_FILE
-        self.properties = read_properties(self.config_path)
-        for key in ("inference_address", "management_address", "metrics_address"):
-            if key not in self.properties:
-                raise ConfigError(f"{self.config_path} has no {key}")
-        host = urllib.parse.urlsplit(self.properties["inference_address"]).hostname or "127.0.0.1"
-        super().__init__(
-            workdir=workdir,
-            model_store=Path(self.properties.get("model_store", self.export_dir / MODEL_STORE_DIR)),
-            settings=ServerSettings(host=host),
-            startup_timeout_s=startup_timeout_s,
-            port_attempts=1,
-        )
-
-    @property
-    def inference_url(self) -> str:
-        return self.properties["inference_address"]
-
-    @property
-    def management_url(self) -> str:
-        return self.properties["management_address"]
-
-    @property
-    def metrics_url(self) -> str:
-        return self.properties["metrics_address"]
-
-    def config_properties(self) -> dict[str, Any]:
-        return dict(self.properties)
-
-    def _assign_ports(self) -> None:
-        """The ports are the export's own: nothing to choose."""
-
-    def _command(self) -> list[str]:
-        # Only the export's config.properties: model store, model, workers, batching,
-        # addresses and security settings all come from the file, as in production.
-        return [
-            _torchserve_executable(),
-            "--start",
-            "--foreground",
-            "--ncs",
-            "--ts-config",
-            str(self.config_path),
-        ]
-
-    def wait_model_ready(self, model_name: str, *, timeout_s: float = 180.0) -> dict[str, Any]:
-        """Wait until every worker of the model loaded at start-up is READY; its description."""
-        deadline = time.monotonic() + timeout_s
-        delay = 0.2
-        while True:
-            described = self.describe(model_name)[0]
-            workers = described.get("workers", [])
-            wanted = int(described.get("minWorkers", 1))
-            if len(workers) >= wanted and all(w.get("status") == "READY" for w in workers):
-                return described
-            if time.monotonic() > deadline:
-                states = json.dumps([w.get("status") for w in workers])
-                raise DeploymentError(
-                    f"{model_name}: workers not ready within {timeout_s:.0f} s ({states}); "
-                    f"see {self.log_dir}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
 
 
 def trial_config_properties(study: optuna.Study, config: TrialConfig) -> str:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune import _attrs as A
-from autotune._config import TrialConfig
-from autotune._study import best_feasible
+from autotune.space import TrialConfig
+from autotune.study import best_feasible
+from autotune.study import schema as A
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,8 +26,8 @@ from types import TracebackType
 from typing import Any
 
 from autotune._errors import DeploymentError, ServerError
-from autotune._exe import find_executable, stop_process_group
-from autotune._java import find_java_home
+from autotune.serving._java import find_java_home
+from autotune.serving._process import find_executable, stop_process_group
 
 LOOPBACK = "127.0.0.1"
 KEY_FILE = "key_file.json"
@@ -77,7 +77,7 @@ def render_properties(props: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _torchserve_executable() -> str:
+def torchserve_executable() -> str:
     return find_executable("torchserve") or "torchserve"
 
 
@@ -183,7 +183,7 @@ class TorchServe:
         config_path = self.workdir / "config.properties"
         config_path.write_text(render_properties(self.config_properties()))
         return [
-            _torchserve_executable(),
+            torchserve_executable(),
             "--start",
             "--foreground",
             "--ncs",

@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from autotune import _attrs as A
-from autotune._artifacts import DashboardServer, study_artifact_dir
 from autotune._errors import ConfigError, StorageError
-from autotune._study import DEFAULT_STORAGE, open_storage, redact
+from autotune.results import DashboardServer, study_artifact_dir
+from autotune.study import DEFAULT_STORAGE, open_storage, redact
+from autotune.study import schema as A
 
 StorageOption = Annotated[
     str, typer.Option("--storage", help="Optuna storage URL (SQLite file or PostgreSQL).")
@@ -81,7 +81,7 @@ def export(
     ] = True,
 ) -> None:
     """Write the best configuration within the SLA as a TorchServe deployment."""
-    from autotune._export import export_best
+    from autotune.results import export_best
 
     result = export_best(
         load_study(storage, study),
@@ -118,7 +118,7 @@ def report(
     ] = None,
 ) -> None:
     """Print the trials table and write the report files (CSV, JSON, Markdown, plots)."""
-    from autotune._report import trials_table, write_report
+    from autotune.results import trials_table, write_report
 
     loaded = load_study(storage, study)
     result = write_report(loaded, output, artifact_dir=artifact_dir)

@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from autotune._config import TrialConfig
 from autotune._errors import ConfigError, DeploymentError
-from autotune._exe import find_executable
-from autotune._models import ModelSpec
+from autotune.serving._models import ModelSpec
+from autotune.serving._process import find_executable
+from autotune.space import TrialConfig
 
 MODEL_VERSION = "1.0"
 MODEL_CONFIG_FILE = "model-config.yaml"

@@ -77,8 +77,8 @@ import optuna
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from autotune._config import PARAMETERS, Device, Hardware, TrialConfig
 from autotune._errors import ConfigError
+from autotune.space._config import PARAMETERS, Device, Hardware, TrialConfig
 
 __all__ = [
     "MAX_WORKERS_PER_GPU",
@@ -524,7 +524,7 @@ def torchserve_default(hw: Hardware, *, device: Device | None = None) -> TrialCo
 def builtin_space(name: str) -> Path:
     """The path of a search space shipped in the ``search_spaces`` package (``quick`` ...)."""
     stem = name.removesuffix(".yaml")
-    folder = importlib.resources.files("search_spaces")
+    folder = importlib.resources.files("autotune.search_spaces")
     path = folder / f"{stem}.yaml"
     if not path.is_file():
         known = sorted(

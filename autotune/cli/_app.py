@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from autotune._errors import AutotuneError
-from autotune._server import stop_all
+from autotune.serving import stop_all
 
 app = typer.Typer(
     name="autotune",
@@ -79,8 +79,8 @@ def run(
     ] = None,
 ) -> None:
     """Tune a model on a real TorchServe: maximise throughput with P99 <= SLA."""
-    from autotune._progress import run_with_progress
     from autotune._run import RunSettings
+    from autotune.cli._progress import run_with_progress
     from autotune.loadgen import GoodputSettings
 
     # Two warm-up requests: TorchScript's profiling executor optimises on its second call.
@@ -108,11 +108,11 @@ def run(
 
 def _register_optional_commands() -> None:
     with contextlib.suppress(ImportError):
-        from autotune._cli_loadtest import loadtest
+        from autotune.cli._loadtest import loadtest
 
         app.command("loadtest")(loadtest)
     with contextlib.suppress(ImportError):
-        from autotune._cli_results import dashboard, export, report
+        from autotune.cli._results import dashboard, export, report
 
         app.command("export")(export)
         app.command("report")(report)

@@ -10,11 +10,10 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autotune._config import TrialConfig
 from autotune._run import RunSettings, open_study, prepare, run_study
-from autotune._study import redact
-from autotune._summary import StudySummary, summarize
-from autotune._tuner import TrialResult
+from autotune.results import StudySummary, summarize
+from autotune.space import TrialConfig
+from autotune.study import TrialResult, redact
 
 
 def _fmt_ms(value: float) -> str:

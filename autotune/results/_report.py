@@ -26,11 +26,11 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 from rich.text import Text
 
-from autotune import _attrs as A
-from autotune import _pareto
-from autotune._artifacts import load_latencies, percentile, study_artifact_dir
-from autotune._config import TrialConfig
-from autotune._study import trial_constraint
+from autotune.results import _pareto
+from autotune.results._artifacts import load_latencies, percentile, study_artifact_dir
+from autotune.space import TrialConfig
+from autotune.study import schema as A
+from autotune.study import trial_constraint
 
 # Trial user attrs that become columns, in this order, whether a trial has them or not.
 ATTR_COLUMNS: Final = (
@@ -160,7 +160,7 @@ def measured(df: pd.DataFrame) -> pd.DataFrame:
     return df[mask]
 
 
-def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
+def pareto_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Trials no other trial beats on both throughput (higher) and P99 (lower), by P99."""
     points = measured(df)
     rows = list(zip(points[A.THROUGHPUT_RPS], points[A.P99_MS], strict=True))
@@ -415,7 +415,7 @@ def plot_tradeoff(df: pd.DataFrame, path: Path, *, sla_ms: float | None) -> None
         color=_FEASIBLE_COLOR,
         label="within the SLA",
     )
-    front = pareto_front(df)
+    front = pareto_frame(df)
     if len(front):
         ax.step(
             front[A.P99_MS],

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune import _attrs as A
+from autotune.study import schema as A
 
 __all__ = ["pareto_front", "pareto_trials"]
 

@@ -1,0 +1,57 @@
+"""The Optuna study: storage, sampler, the SLA constraint, the trial schema and the trial loop.
+
+The loop (``Tuner``) sees only an ``Evaluator``; a measured ``TrialResult`` is stored through
+one schema (``autotune.study.schema``) that every reader of a study uses.
+"""
+
+from autotune.study import _schema as schema
+from autotune.study._constraint import (
+    best_feasible,
+    is_feasible,
+    set_sla_constraint,
+    trial_constraint,
+)
+from autotune.study._result import TrialResult, Verdict
+from autotune.study._sampler import SAMPLERS, make_sampler
+from autotune.study._storage import DEFAULT_STORAGE, open_storage, redact
+from autotune.study._study import (
+    count_complete,
+    create_or_resume,
+    default_study_name,
+    owner,
+    recover_interrupted,
+)
+from autotune.study._tuner import (
+    Evaluator,
+    StopRule,
+    TrialEnd,
+    TrialStart,
+    Tuner,
+    enqueue_seeds,
+)
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "SAMPLERS",
+    "Evaluator",
+    "StopRule",
+    "TrialEnd",
+    "TrialResult",
+    "TrialStart",
+    "Tuner",
+    "Verdict",
+    "best_feasible",
+    "count_complete",
+    "create_or_resume",
+    "default_study_name",
+    "enqueue_seeds",
+    "is_feasible",
+    "make_sampler",
+    "open_storage",
+    "owner",
+    "recover_interrupted",
+    "redact",
+    "schema",
+    "set_sla_constraint",
+    "trial_constraint",
+]
