@@ -143,7 +143,7 @@ def test_missing_file(tmp_path: Path) -> None:
     [
         (
             {"batchsize": {"choices": [1]}},
-            "parameters: unknown key 'batchsize'; known keys: device, fp16, torchscript, "
+            "parameters: unknown key 'batchsize'; known keys: device, fp16, torchscript, compile, "
             "workers, batch_size, max_batch_delay_ms, threads_per_worker",
         ),
         ({"workers": None}, "parameters.workers: missing"),

@@ -14,12 +14,14 @@ class TrialConfig:
     """One point of the search space: everything a trial deploys.
 
     ``threads_per_worker`` 0 means "leave torch's default"; it only applies on cpu.
-    ``fp16`` only applies on cuda.
+    ``fp16`` only applies on cuda. ``torchscript`` and ``compile`` (``torch.compile``) are the two
+    graph modes besides eager; a configuration has at most one of them.
     """
 
     device: Device = "cpu"
     fp16: bool = False
     torchscript: bool = False
+    compile: bool = False
     workers: int = 1
     batch_size: int = 1
     max_batch_delay_ms: int = 100
@@ -42,6 +44,8 @@ class TrialConfig:
             )
         if self.fp16 and self.device != "cuda":
             raise ValueError("`fp16` needs device 'cuda', but got device 'cpu'.")
+        if self.torchscript and self.compile:
+            raise ValueError("`torchscript` and `compile` exclude each other, but both are set.")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,12 +61,13 @@ class TrialConfig:
             "device": self.device,
             "fp16": self.fp16,
             "torchscript": self.torchscript,
+            "compile": self.compile,
             "threads_per_worker": self.threads_per_worker,
         }
 
     def label(self) -> str:
         precision = "fp16" if self.fp16 else "fp32"
-        mode = "ts" if self.torchscript else "eager"
+        mode = "ts" if self.torchscript else "compile" if self.compile else "eager"
         threads = f" t{self.threads_per_worker}" if self.device == "cpu" else ""
         return (
             f"{self.device}/{precision}/{mode} w{self.workers} b{self.batch_size} "

@@ -6,6 +6,7 @@ YAML format (``search_spaces/*.yaml``)::
       device: {choices: [cpu, cuda]}              # required
       fp16: {choices: [false, true]}              # cuda only; absent: [false]
       torchscript: {choices: [false, true]}       # absent: [false]
+      compile: {choices: [false, true]}           # torch.compile; absent: [false]
       workers: {low: 1, high: 4}                  # required
       batch_size: {choices: [1, 2, 4, 8, 16]}     # required
       max_batch_delay_ms: {choices: [1, 5, 10, 25, 50, 100]}   # required
@@ -30,7 +31,9 @@ sampling). The one conditional name is ``threads_per_worker``, asked on cpu tria
 
 * ``backend``: categorical over ``cpu_fp32``, ``cuda_fp32``, ``cuda_fp16``. Device and precision
   are one choice, so fp16 on cpu cannot arise.
-* ``torchscript``: categorical ``False``/``True``.
+* ``torchscript``: categorical ``False``/``True``, when the space offers no ``compile``;
+  otherwise ``graph``: categorical over the graph modes ``eager``, ``torchscript``,
+  ``compile`` that the space holds (a configuration has at most one of TorchScript and compile).
 * ``workers``, ``batch_size``, ``max_batch_delay_ms``, ``threads_per_worker``: ordinal integers,
   so a GP sees that 8 lies between 4 and 16. A parameter whose values are every integer of a
   range is suggested as itself (``workers`` in 1..4); values that are consecutive powers of two
@@ -206,6 +209,7 @@ class SearchSpace:
 
     backends: tuple[Backend, ...]
     torchscript: tuple[bool, ...] = (False,)
+    compile: tuple[bool, ...] = (False,)
     workers: PerDevice
     batch_size: PerDevice
     max_batch_delay_ms: PerDevice
@@ -218,6 +222,9 @@ class SearchSpace:
             raise ValueError(f"`backends` must be non-empty and unique, got {self.backends}.")
         object.__setattr__(self, "backends", tuple(b for b in Backend if b in self.backends))
         _check_sorted("torchscript", self.torchscript)
+        _check_sorted("compile", self.compile)
+        if not self.graphs:
+            raise ValueError("`torchscript` and `compile` leave no graph mode: one must be False.")
         _check_sorted("threads_per_worker", self.threads_per_worker)
         for name in _PER_DEVICE:
             per_device: PerDevice = getattr(self, name)
@@ -234,13 +241,18 @@ class SearchSpace:
     def devices(self) -> tuple[Device, ...]:
         return tuple(d for d in DEVICES if any(b.device == d for b in self.backends))
 
+    @property
+    def graphs(self) -> tuple[tuple[bool, bool], ...]:
+        """The ``(torchscript, compile)`` pairs of the space: at most one of them is True."""
+        return tuple((ts, c) for ts in self.torchscript for c in self.compile if not (ts and c))
+
     def _threads(self, device: Device) -> tuple[int, ...]:
         return self.threads_per_worker if device == "cpu" else (0,)
 
     def size(self) -> int:
         """The number of distinct configurations."""
         return sum(
-            len(self.torchscript)
+            len(self.graphs)
             * len(self.workers[b.device])
             * len(self.batch_size[b.device])
             * len(self.max_batch_delay_ms[b.device])
@@ -252,8 +264,8 @@ class SearchSpace:
         """Every configuration, each once (``size()`` of them)."""
         for backend in self.backends:
             device = backend.device
-            for ts, w, b, d, t in itertools.product(
-                self.torchscript,
+            for (ts, c), w, b, d, t in itertools.product(
+                self.graphs,
                 self.workers[device],
                 self.batch_size[device],
                 self.max_batch_delay_ms[device],
@@ -263,6 +275,7 @@ class SearchSpace:
                     device=device,
                     fp16=backend.fp16,
                     torchscript=ts,
+                    compile=c,
                     workers=w,
                     batch_size=b,
                     max_batch_delay_ms=d,
@@ -274,7 +287,7 @@ class SearchSpace:
         device = config.device
         return (
             Backend.of(device, config.fp16) in self.backends
-            and config.torchscript in self.torchscript
+            and (config.torchscript, config.compile) in self.graphs
             and config.workers in self.workers[device]
             and config.batch_size in self.batch_size[device]
             and config.max_batch_delay_ms in self.max_batch_delay_ms[device]
@@ -287,11 +300,13 @@ class SearchSpace:
         device = config.device if config.device in devices else devices[0]
         wanted = Backend.of(device, config.fp16)
         backend = wanted if wanted in self.backends else self._backends_on(device)[0]
-        torchscript = config.torchscript
+        wanted_graph = (config.torchscript, config.compile)
+        ts, c = wanted_graph if wanted_graph in self.graphs else self.graphs[0]
         return TrialConfig(
             device=device,
             fp16=backend.fp16,
-            torchscript=torchscript if torchscript in self.torchscript else self.torchscript[0],
+            torchscript=ts,
+            compile=c,
             workers=_nearest(self.workers[device], config.workers),
             batch_size=_nearest(self.batch_size[device], config.batch_size),
             max_batch_delay_ms=_nearest(self.max_batch_delay_ms[device], config.max_batch_delay_ms),
@@ -385,8 +400,11 @@ class SearchSpace:
         """The Optuna parameters, in the order :meth:`suggest` asks for them."""
         dists: dict[str, BaseDistribution] = {
             "backend": CategoricalDistribution([b.value for b in self.backends]),
-            "torchscript": CategoricalDistribution(list(self.torchscript)),
         }
+        if self.compile == (False,):
+            dists["torchscript"] = CategoricalDistribution(list(self.torchscript))
+        else:
+            dists["graph"] = CategoricalDistribution([_graph_name(g) for g in self.graphs])
         for ordinal in self._ordinals().values():
             dists[ordinal.param] = ordinal.distribution()
         return dists
@@ -444,9 +462,11 @@ class SearchSpace:
                 values[name] = _nearest(self._threads(device), value)
             else:
                 values[name] = _nearest(getattr(self, name)[device], value)
-        return TrialConfig(
-            device=device, fp16=backend.fp16, torchscript=bool(params["torchscript"]), **values
-        )
+        if "graph" in params:
+            ts, c = _GRAPH_MODES[params["graph"]]
+        else:
+            ts, c = bool(params["torchscript"]), False
+        return TrialConfig(device=device, fp16=backend.fp16, torchscript=ts, compile=c, **values)
 
     def params_for(self, config: TrialConfig) -> dict[str, Any]:
         """The canonical Optuna params of ``config`` (for ``study.enqueue_trial``); inverse of
@@ -455,10 +475,11 @@ class SearchSpace:
             raise ConfigError(
                 f"{self.source}: configuration {config.label()} is not in this search space"
             )
-        params: dict[str, Any] = {
-            "backend": Backend.of(config.device, config.fp16).value,
-            "torchscript": config.torchscript,
-        }
+        params: dict[str, Any] = {"backend": Backend.of(config.device, config.fp16).value}
+        if self.compile == (False,):
+            params["torchscript"] = config.torchscript
+        else:
+            params["graph"] = _graph_name((config.torchscript, config.compile))
         for name, ordinal in self._ordinals().items():
             if self.applies(ordinal.param, params["backend"]):
                 params[ordinal.param] = ordinal.encode(getattr(config, name))
@@ -477,6 +498,8 @@ class SearchSpace:
             "max_batch_delay_ms": self.max_batch_delay_ms.to_dict(),
             "threads_per_worker": list(self.threads_per_worker),
             "baseline": dict(self.baseline_override),
+            # only when offered: a study stored before compile existed keeps its identity
+            **({"compile": list(self.compile)} if self.compile != (False,) else {}),
         }
 
     @classmethod
@@ -492,6 +515,7 @@ class SearchSpace:
             return cls(
                 backends=tuple(Backend(b) for b in data["backends"]),
                 torchscript=tuple(data["torchscript"]),
+                compile=tuple(data.get("compile", [False])),
                 workers=per_device(data["workers"]),
                 batch_size=per_device(data["batch_size"]),
                 max_batch_delay_ms=per_device(data["max_batch_delay_ms"]),
@@ -501,6 +525,17 @@ class SearchSpace:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: not a stored search space: {exc}") from None
+
+
+_GRAPH_MODES: Final[Mapping[str, tuple[bool, bool]]] = {
+    "eager": (False, False),
+    "torchscript": (True, False),
+    "compile": (False, True),
+}
+
+
+def _graph_name(graph: tuple[bool, bool]) -> str:
+    return next(name for name, pair in _GRAPH_MODES.items() if pair == graph)
 
 
 def _check_sorted(name: str, values: Sequence[Any]) -> None:
@@ -609,6 +644,11 @@ class _Reader:
         torchscript = self.choices(
             "parameters.torchscript", params.get("torchscript", {"choices": [False]}), self.bool
         )
+        compile_ = self.choices(
+            "parameters.compile", params.get("compile", {"choices": [False]}), self.bool
+        )
+        if True in torchscript and True in compile_ and len(torchscript) == len(compile_) == 1:
+            self.fail("parameters.compile", "TorchScript and compile exclude each other")
         per_device = {name: self.per_device(name, params[name], devices) for name in _PER_DEVICE}
         threads: tuple[int, ...] = (0,)
         if "threads_per_worker" in params:
@@ -616,6 +656,7 @@ class _Reader:
         return SearchSpace(
             backends=backends,
             torchscript=torchscript,
+            compile=compile_,
             threads_per_worker=threads,
             baseline_override=self.baseline(data.get("baseline", {})),
             source=self.source,
@@ -705,7 +746,7 @@ class _Reader:
             key = f"baseline.{name}"
             if name == "device":
                 self.device(key, value)
-            elif name in ("fp16", "torchscript"):
+            elif name in ("fp16", "torchscript", "compile"):
                 if not isinstance(value, bool):
                     self.fail(key, f"must be true or false, got {value!r}")
             elif not _is_int(value):

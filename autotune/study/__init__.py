@@ -5,6 +5,15 @@ one schema (``autotune.study.schema``) that every reader of a study uses.
 """
 
 from autotune.study import _schema as schema
+from autotune.study._confirm import (
+    RULE as CONFIRMATION_RULE,
+)
+from autotune.study._confirm import (
+    Replicates,
+    confirmed_winner,
+    is_confirmation,
+    replicates,
+)
 from autotune.study._constraint import (
     best_feasible,
     is_feasible,
@@ -31,9 +40,11 @@ from autotune.study._tuner import (
 )
 
 __all__ = [
+    "CONFIRMATION_RULE",
     "DEFAULT_STORAGE",
     "SAMPLERS",
     "Evaluator",
+    "Replicates",
     "StopRule",
     "TrialEnd",
     "TrialResult",
@@ -41,16 +52,19 @@ __all__ = [
     "Tuner",
     "Verdict",
     "best_feasible",
+    "confirmed_winner",
     "count_complete",
     "create_or_resume",
     "default_study_name",
     "enqueue_seeds",
+    "is_confirmation",
     "is_feasible",
     "make_sampler",
     "open_storage",
     "owner",
     "recover_interrupted",
     "redact",
+    "replicates",
     "schema",
     "set_sla_constraint",
     "trial_constraint",

@@ -17,6 +17,8 @@ Trial user attrs (numbers in the unit their name says):
     host pid          str/int  who ran the trial (a crashed owner's RUNNING trial is retried)
     retry_of          int    the trial number this trial re-runs (after a crash or Ctrl-C)
     reused_from       int    the trial whose measurement of the same configuration was reused
+    confirmation_of   int    on a confirmation trial: the search trial whose configuration it
+                             measures again (after the search; see autotune.study confirmation)
 
 Trial system attr ``constraints``: ``[p99_ms - sla_ms]``, capped at ``10 * sla_ms`` (the cap
 when the trial errored or failed), so that the GP's constraint model is not dominated by
@@ -27,6 +29,9 @@ Study user attrs:
     sla_ms float, model str, space dict (the resolved search space), archive_dir str,
     hardware dict, input_path str, autotune_version str, artifact_dir str,
     handler_extra dict (model-specific handler settings, e.g. a checkpoint path)
+    winner dict       set by the confirmation step: {"trial": N (the search trial),
+                      "confirmed_rps": float (the conservative figure), "replicates_rps": [...],
+                      "spread": max/min, "rule": str}; absent when nothing was confirmed
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ HOST: Final = "host"
 PID: Final = "pid"
 RETRY_OF: Final = "retry_of"
 REUSED_FROM: Final = "reused_from"
+CONFIRMATION_OF: Final = "confirmation_of"
+STUDY_WINNER: Final = "winner"
 IDLE_LATENCY_MS: Final = "idle_latency_ms"
 STUDY_ARTIFACT_DIR: Final = "artifact_dir"
 STUDY_HANDLER_EXTRA: Final = "handler_extra"
