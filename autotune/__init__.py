@@ -35,10 +35,13 @@ from autotune._errors import (
 if TYPE_CHECKING:
     from autotune._run import RunSettings, open_study, prepare, read_input, run_study
     from autotune.results import (
+        DashboardServer,
         ExportResult,
         StudySummary,
         export_best,
+        study_artifact_dir,
         summarize,
+        trials_table,
         write_report,
     )
     from autotune.serving import (
@@ -51,7 +54,15 @@ if TYPE_CHECKING:
         get_model,
     )
     from autotune.space import Hardware, SearchSpace, TrialConfig, load_space
-    from autotune.study import Evaluator, StopRule, TrialResult, Tuner, make_sampler
+    from autotune.study import (
+        Evaluator,
+        StopRule,
+        TrialRecord,
+        TrialResult,
+        Tuner,
+        load_study,
+        make_sampler,
+    )
 
 __version__: str = importlib.metadata.version("autotune")
 
@@ -61,10 +72,13 @@ _LAZY: dict[str, str] = {
     "prepare": "autotune._run",
     "read_input": "autotune._run",
     "run_study": "autotune._run",
+    "DashboardServer": "autotune.results",
     "ExportResult": "autotune.results",
     "StudySummary": "autotune.results",
     "export_best": "autotune.results",
+    "study_artifact_dir": "autotune.results",
     "summarize": "autotune.results",
+    "trials_table": "autotune.results",
     "write_report": "autotune.results",
     "ExportedServer": "autotune.serving",
     "ModelSpec": "autotune.serving",
@@ -79,14 +93,17 @@ _LAZY: dict[str, str] = {
     "load_space": "autotune.space",
     "Evaluator": "autotune.study",
     "StopRule": "autotune.study",
+    "TrialRecord": "autotune.study",
     "TrialResult": "autotune.study",
     "Tuner": "autotune.study",
+    "load_study": "autotune.study",
     "make_sampler": "autotune.study",
 }
 
 __all__ = [
     "AutotuneError",
     "ConfigError",
+    "DashboardServer",
     "DeploymentError",
     "Evaluator",
     "ExportResult",
@@ -104,6 +121,7 @@ __all__ = [
     "TorchServe",
     "TorchServeEvaluator",
     "TrialConfig",
+    "TrialRecord",
     "TrialResult",
     "Tuner",
     "__version__",
@@ -112,12 +130,15 @@ __all__ = [
     "find_java_home",
     "get_model",
     "load_space",
+    "load_study",
     "make_sampler",
     "open_study",
     "prepare",
     "read_input",
     "run_study",
+    "study_artifact_dir",
     "summarize",
+    "trials_table",
     "write_report",
 ]
 

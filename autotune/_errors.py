@@ -6,7 +6,8 @@ AutotuneError                 base: one line for the user, naming the problem an
  ├── StorageError             the Optuna storage cannot be opened or used
  ├── ServerError              TorchServe failed to start, answer or stop
  │    └── DeploymentError     a model could not be registered / its workers did not come up
- └── LoadTestError            the load generator could not run (unreachable target, bad input)
+ ├── LoadTestError            the load generator could not run (unreachable target, bad input)
+ └── HostBusyError            another run holds this host's measurement lock (``--no-wait``)
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class DeploymentError(ServerError):
 
 class LoadTestError(AutotuneError):
     """The load generator could not run."""
+
+
+class HostBusyError(AutotuneError):
+    """Another run is measuring on this host, and we were told not to wait for it."""

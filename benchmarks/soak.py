@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from autotune._run import RunSettings, open_study, prepare, run_study
+from autotune import RunSettings, open_study, prepare, run_study
 from autotune.loadgen import GoodputSettings
 
 

@@ -1,222 +1,164 @@
 """TorchServe handler of the Animated Drawings detector: a Mask R-CNN R50-FPN.
 
-The default backend is torchvision's ``maskrcnn_resnet50_fpn``, the same R50-FPN Mask R-CNN as
-Detectron2's, built in code. Without ``checkpoint`` its weights are random but deterministic
-(``torch.manual_seed(0)``), ``score_thresh`` is 0 and every image yields exactly
-``detections_per_img`` detections, so the work per image (the mask head runs once per detection)
-does not depend on what the random weights happen to find. With ``backend: detectron2`` (needs
-Detectron2 installed from its own repository; it has no PyPI release) the model comes from
-``detectron2_config`` and ``checkpoint``, with the same output.
+Two backends build the same network, ResNet-50-FPN Mask R-CNN:
 
-Settings, read once in ``initialize`` from the ``handler:`` section of model-config.yaml:
+- ``torchvision`` (default): torchvision's ``maskrcnn_resnet50_fpn``, built in code;
+- ``detectron2``: the article's own model, built by Detectron2 from its model-zoo config
+  ``COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml`` (read from the installed
+  ``detectron2`` package; ``detectron2_config`` names another file). Detectron2 has no PyPI
+  release: install it from its repository (``pip install --no-build-isolation
+  'git+https://github.com/facebookresearch/detectron2.git'``) or a wheel built from it.
 
-    device                "cpu" (default) or "cuda"; on cuda the worker's ``gpu_id`` is used
-    fp16                  false; true runs the forward under torch.autocast(float16) (cuda
-                          only): convs and linears in fp16, while RoIAlign, NMS and softmax stay
-                          fp32 by autocast's policy (the mixed precision torchvision tests)
-    torchscript           false; true scripts the model (torchvision backend only). Scripted
-                          torchvision computes the resize scale in float32, so at some sizes
-                          the image is 1 px smaller than in eager mode (min_size 512 or 256
-                          for a 1000 x 750 image); at 320 and 800 both agree exactly
-    torchscript_cache_dir unset; a folder where the scripted module is saved once per settings
-                          key and loaded by later workers instead of scripting again
-    threads_per_worker    0 = torch's default; n > 0 sets intra- and inter-op threads to n
-    channels_last         default true (on a 2-core EPYC, 1 thread: 5-25% faster than NCHW)
-    checkpoint            unset; a state dict path, relative to the model dir or absolute
+Without ``checkpoint`` the weights are random but deterministic (``torch.manual_seed(0)``),
+``score_thresh`` is 0 and every image yields exactly ``detections_per_img`` detections, so the
+work per image (the mask head runs once per detection) does not depend on what the random
+weights happen to find. (Detectron2's R50 config normalises pixels with std 1, as its MSRA
+weights were trained; with random weights the handler sets ImageNet's std instead, so the
+random network sees unit-scale input and finds boxes rather than degenerate ones: the same
+compute.) With ``checkpoint`` the weights file is loaded: a torchvision state dict, or for
+Detectron2 anything ``DetectionCheckpointer`` reads (its model-zoo ``model_final_f10217.pkl``).
+
+Settings, read once in ``initialize`` from the ``handler:`` section of model-config.yaml into
+``DetectorSettings`` (``autotune_handler_utils``; an unknown key is refused):
+
     min_size, max_size    800, 1333 (Detectron2's test sizes): the short side is resized to
                           min_size unless the long side would exceed max_size
     detections_per_img    100
     score_thresh          0.0 with random weights, 0.05 with a checkpoint
-    num_classes           91 (torchvision's COCO indexing, 0 = background)
+    num_classes           torchvision only: 91 (COCO indexing, 0 = background); Detectron2
+                          reads MODEL.ROI_HEADS.NUM_CLASSES from its config
     mask_threshold        0.5
     backend               "torchvision" (default) or "detectron2"
-    detectron2_config     the Detectron2 config file (backend detectron2 only)
+    detectron2_config     unset: the article's config above; a path (relative to the model dir
+                          or absolute) to another Detectron2 YAML config
+    device, fp16, torchscript, compile, torchscript_cache_dir, threads_per_worker,
+    channels_last, checkpoint: as every autotune handler (``autotune_handler_utils``). Here:
+      fp16         the forward runs under torch.autocast(float16) (cuda only): convs and
+                   linears in fp16, RoIAlign, NMS and softmax in fp32 by autocast's policy
+      torchscript  torchvision: ``torch.jit.script`` of the whole model. Scripted torchvision
+                   computes the resize scale in float32, so at some sizes the image is 1 px
+                   smaller than in eager mode (min_size 512 or 256 for a 1000 x 750 image; at
+                   320 and 800 both agree exactly). Detectron2: its own
+                   ``detectron2.export.scripting_with_instances`` of ``inference`` (Detectron2
+                   scripts the model, not its pre/post-processing, which stay in Python here;
+                   tracing, its other export path, would fix the detection count's shapes)
+      compile      torch.compile of the backbone (ResNet-50 + FPN, most of the FLOPs) in both
+                   backends; the RPN and RoI heads stay eager (data-dependent shapes: NMS,
+                   per-image box counts). Compiled in ``initialize`` on a 4:3 image
+      channels_last default true (on a 2-core EPYC, 1 thread: 5-25% faster than NCHW)
 
 Input: one image (JPEG, PNG, ...) per request, the raw bytes as the body, sent with a content
 type such as image/jpeg (curl's default form encoding makes TorchServe answer 500 itself). A
-batch of N requests runs as one forward pass (torchvision pads the resized images to a common
+batch of N requests runs as one forward pass (both backends pad the resized images to a common
 size, so a batch of images of different sizes answers slightly differently from single requests).
 
-Output per request, detections sorted by score, coordinates in pixels of the input image:
+Output per request, the same for both backends, detections sorted by score, coordinates in
+pixels of the input image:
 
     {"width": W, "height": H,
      "boxes": [[x0, y0, x1, y1], ...],          # floats, rounded to 0.01 px
-     "labels": [int, ...],                      # class indices of the model
+     "labels": [int, ...],                      # class indices: COCO category ids (1-90)
      "scores": [float, ...],                    # rounded to 1e-4
      "masks": [{"size": [H, W], "counts": "..."}, ...]}
 
+Labels are torchvision's 91-way COCO indexing; Detectron2's 80 contiguous COCO classes are
+mapped to the same category ids (a model with another class count answers its own indices).
 Each mask is the full-image binary mask (probability > ``mask_threshold``) in COCO's compressed
 RLE: column-major run lengths starting with a run of zeros, written as pycocotools writes them,
 so ``pycocotools.mask.decode(mask)`` reads it; ``decode_mask`` below does the same in numpy. A
 request whose body is not a decodable image gets HTTP 400 and ``{"error": "..."}``; the rest of
 its batch is answered normally.
 
-TorchServe loads the one class defined in this file, so the file defines no other class and
-imports nothing from autotune: it is copied into the model archive as is.
+TorchServe loads the one class defined in this file; the code it shares with the other
+autotune handler is in ``autotune_handler_utils.py``, shipped beside it (``--extra-files``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import json
 import logging
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torchvision
-from PIL import Image, ImageOps
 from ts.torch_handler.base_handler import BaseHandler
+
+try:
+    from . import autotune_handler_utils as utils
+except ImportError:  # TorchServe imports this file as a top-level module of the model folder
+    import autotune_handler_utils as utils  # type: ignore[import-not-found, no-redef, unused-ignore]
 
 logger = logging.getLogger(__name__)
 
-SEED = 0
-DEFAULTS: dict[str, Any] = {
-    "device": "cpu",
-    "fp16": False,
-    "torchscript": False,
-    "torchscript_cache_dir": None,
-    "threads_per_worker": 0,
-    "channels_last": True,
-    "checkpoint": None,
-    "min_size": 800,
-    "max_size": 1333,
-    "detections_per_img": 100,
-    "score_thresh": None,
-    "num_classes": 91,
-    "mask_threshold": 0.5,
-    "backend": "torchvision",
-    "detectron2_config": None,
-}
-BAD_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# The knobs of the handler: section this handler implements (read by autotune with ast).
+AUTOTUNE_KNOBS = ("fp16", "torchscript", "compile", "threads_per_worker")
+
+DETECTRON2_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+# ImageNet's pixel std in 0-255 units (torchvision's normalisation): random weights only.
+IMAGENET_STD = [57.375, 57.120, 58.395]
+# The COCO category ids (torchvision's 91-way indexing) of the 80 contiguous Detectron2 classes.
+COCO_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
+# What a 4:3 image needs to compile the backbone at load time (the short side is resized anyway).
+WARMUP_SIZE = (750, 1000)
 
 
-def read_settings(context: Any) -> dict[str, Any]:
-    """The ``handler:`` section of model-config.yaml over DEFAULTS, validated."""
-    given = dict((getattr(context, "model_yaml_config", None) or {}).get("handler") or {})
-    settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
-    for key in ("fp16", "torchscript", "channels_last"):
-        if not isinstance(settings[key], bool):
-            raise ValueError(f"`{key}` must be true or false, but got {settings[key]!r}.")
-    least = {"threads_per_worker": 0, "min_size": 1, "max_size": 1, "detections_per_img": 1}
-    for key, low in {**least, "num_classes": 2}.items():
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`{key}` must be an integer >= {low}, but got {value!r}.")
-    if settings["device"] not in ("cpu", "cuda"):
-        raise ValueError(f"`device` must be 'cpu' or 'cuda', but got {settings['device']!r}.")
-    if settings["device"] == "cuda" and not torch.cuda.is_available():
-        raise ValueError("`device` is 'cuda', but torch.cuda.is_available() is False here.")
-    if settings["fp16"] and settings["device"] != "cuda":
-        raise ValueError("`fp16` needs device 'cuda', but got device 'cpu'.")
-    if settings["backend"] not in ("torchvision", "detectron2"):
-        raise ValueError(
-            f"`backend` must be 'torchvision' or 'detectron2', but got {settings['backend']!r}."
-        )
-    if settings["backend"] == "detectron2" and not (
-        settings["detectron2_config"] and settings["checkpoint"]
-    ):
-        raise ValueError("backend 'detectron2' needs both `detectron2_config` and `checkpoint`.")
-    if settings["score_thresh"] is None:
-        settings["score_thresh"] = 0.05 if settings["checkpoint"] else 0.0
-    for key in ("score_thresh", "mask_threshold"):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ValueError(f"`{key}` must be a number in [0, 1], but got {value!r}.")
-    return settings
-
-
-def set_threads(threads: int) -> None:
-    """Apply ``threads_per_worker``: 0 leaves torch's defaults."""
-    if threads <= 0:
-        return
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError:  # only possible before the first inter-op work of the process
-        logger.info("inter-op threads already fixed at %d", torch.get_num_interop_threads())
-
-
-def decode_image(row: Any) -> Image.Image:
-    """The RGB image in one request; ValueError with the reason when there is none."""
-    body = (row.get("data") or row.get("body")) if isinstance(row, dict) else None
-    if not body:
-        raise ValueError("the request has no body: send the image bytes as the request body")
-    if not isinstance(body, bytes | bytearray):
-        raise ValueError(f"the body must be raw image bytes (JPEG/PNG), not {type(body).__name__}")
-    try:
-        with Image.open(io.BytesIO(body)) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except Image.UnidentifiedImageError:
-        raise ValueError(f"the body ({len(body)} bytes) is not an image PIL can read") from None
-    except BAD_IMAGE_ERRORS as exc:
-        raise ValueError(f"the body is not a decodable image: {exc}") from exc
+def read_settings(context: Any) -> utils.DetectorSettings:
+    """The ``handler:`` section of model-config.yaml, typed and validated."""
+    return utils.read_settings(utils.DetectorSettings, context, "maskrcnn_detector")
 
 
 @contextlib.contextmanager
-def quiet_torchscript() -> Iterator[None]:
-    """torch >= 2.10 marks TorchScript deprecated; we keep it as a lever on purpose."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+def quiet_detectron2() -> Iterator[None]:
+    """Warnings Detectron2 raises on each import or forward with this torch, known and harmless."""
+    with utils.quiet_torchscript(), warnings.catch_warnings():
+        # its anchor generator calls torch.meshgrid without `indexing` (it means "ij")
+        warnings.filterwarnings("ignore", r"torch\.meshgrid", UserWarning)
         yield
 
 
-def cached_torchscript(
-    compile_fn: Callable[[], torch.jit.ScriptModule],
-    *,
-    key: dict[str, Any],
-    cache_dir: str | None,
-    device: torch.device,
-) -> torch.jit.ScriptModule:
-    """Compile once per key; with a cache dir, load what another worker already saved."""
-    if not cache_dir:
-        return compile_fn()
-    key = {**key, "handler": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(cache_dir) / f"{Path(__file__).stem}-{digest}.pt"
-    if path.exists():
-        try:
-            with quiet_torchscript():
-                module = torch.jit.load(str(path), map_location=device)
-            logger.info("TorchScript module loaded from %s", path)
-            return module
-        except (RuntimeError, OSError) as exc:
-            logger.warning("cannot load %s (%s); compiling again", path, exc)
-    module = compile_fn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+def detectron2_config_file(name: str = DETECTRON2_CONFIG) -> str:
+    """A model-zoo config inside the installed Detectron2 package.
+
+    Not ``detectron2.model_zoo.get_config_file``: that module imports ``pkg_resources``, which
+    current setuptools no longer ships.
+    """
     try:
-        with os.fdopen(fd, "wb") as file, quiet_torchscript():
-            torch.jit.save(module, file)
-        os.replace(tmp, path)  # atomic: workers starting together never read a partial file
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    logger.info("TorchScript module saved to %s", path)
-    return module
+        with quiet_detectron2():
+            import detectron2
+    except ImportError:
+        raise ValueError(
+            "backend 'detectron2' needs Detectron2, which has no PyPI release: install it with "
+            "`pip install --no-build-isolation "
+            "'git+https://github.com/facebookresearch/detectron2.git'`"
+        ) from None
+    path = Path(detectron2.__file__).parent / "model_zoo" / "configs" / name
+    if not path.is_file():
+        raise ValueError(f"no Detectron2 config {name} in {path.parent.parent}")
+    return str(path)
 
 
 def encode_masks(masks: torch.Tensor, threshold: float = 0.5) -> list[dict[str, Any]]:
     """COCO compressed RLE of each ``masks[k] > threshold``; ``masks`` is (K, H, W), any device.
+
+    Bool masks are taken as already thresholded (``threshold`` is not read).
 
     Only the columns between a mask's first and last set pixel are thresholded and scanned:
     the columns outside them are zeros, which only lengthen the first and last runs.
     """
     height, width = masks.shape[1:]
     if masks.dtype == torch.bool:
-        masks = masks.view(torch.uint8)
+        masks, threshold = masks.view(torch.uint8), 0
     columns = (masks.amax(dim=1) > threshold).cpu().numpy()  # (K, W): columns with a set pixel
     starts = columns.argmax(axis=1)
     ends = width - columns[:, ::-1].argmax(axis=1)
     encoded = []
-    for mask, used, c0, c1 in zip(masks, columns.any(axis=1), starts, ends, strict=True):
+    used_columns = cast(list[bool], columns.any(axis=1).tolist())
+    for mask, used, c0, c1 in zip(masks, used_columns, starts, ends, strict=True):
         if not used:
             encoded.append(
                 {"size": [height, width], "counts": _rle_string(np.array([height * width]))}
@@ -254,7 +196,8 @@ def _rle_string(runs: np.ndarray) -> str:
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     """The (H, W) bool mask of one ``masks`` entry: pycocotools' ``decode`` in numpy."""
     height, width = rle["size"]
-    data, runs, pos = rle["counts"].encode("ascii"), [], 0
+    data, pos = rle["counts"].encode("ascii"), 0
+    runs: list[int] = []
     while pos < len(data):
         value, shift, more = 0, 0, True
         while more:
@@ -274,94 +217,184 @@ class MaskRCNNDetector(BaseHandler):
 
     def initialize(self, context: Any) -> None:
         self.settings = settings = read_settings(context)
-        set_threads(settings["threads_per_worker"])
+        utils.set_threads(settings.threads_per_worker)
         model_dir = context.system_properties.get("model_dir") or "."
-        if settings["device"] == "cuda":
-            self.device = torch.device("cuda", int(context.system_properties.get("gpu_id") or 0))
-        else:
-            self.device = torch.device("cpu")
-        for key in ("checkpoint", "detectron2_config"):
-            if settings[key]:
-                settings[key] = os.path.join(model_dir, settings[key])
-
-        if settings["backend"] == "detectron2":
-            self.model = self._build_detectron2()
-            if settings["torchscript"]:
-                logger.warning("torchscript is not supported with Detectron2 here: eager mode")
+        self.device = utils.worker_device(settings, context)
+        self.checkpoint = utils.model_file(model_dir, settings.checkpoint)
+        self.model: Any
+        if settings.backend == "detectron2":
+            config = utils.model_file(model_dir, settings.detectron2_config)
+            self.config_file = config or detectron2_config_file()
+            model = self._build_detectron2()
+            self.model = self._script_detectron2(model) if settings.torchscript else model
         else:
             model = self._build_torchvision()
-            self.model = model
-            if settings["torchscript"]:
-                self.model = self._script(model)
+            self.model = self._script_torchvision(model) if settings.torchscript else model
         self.scripted = isinstance(self.model, torch.jit.ScriptModule)
+        if settings.compile:
+            self.model.backbone = utils.compiled(self.model.backbone)
+            warmup = torch.zeros(3, *WARMUP_SIZE, device=self.device)
+            self.inference(([warmup], [None]))  # compile now, not in the first request
         self.initialized = True
         logger.info("maskrcnn_detector ready on %s with %s", self.device, settings)
+
+    # --- torchvision ---------------------------------------------------------------------
 
     def _build_torchvision(self) -> torch.nn.Module:
         settings = self.settings
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(SEED)
+            torch.manual_seed(utils.SEED)
             model = torchvision.models.detection.maskrcnn_resnet50_fpn(
                 weights=None,
                 weights_backbone=None,
-                num_classes=settings["num_classes"],
-                min_size=settings["min_size"],
-                max_size=settings["max_size"],
-                box_score_thresh=settings["score_thresh"],
-                box_detections_per_img=settings["detections_per_img"],
+                num_classes=settings.num_classes or 91,
+                min_size=settings.min_size,
+                max_size=settings.max_size,
+                box_score_thresh=settings.box_score_thresh,
+                box_detections_per_img=settings.detections_per_img,
             )
-        if settings["checkpoint"]:
-            state = torch.load(settings["checkpoint"], map_location="cpu", weights_only=True)
+        if self.checkpoint:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("model", state.get("state_dict", state)))
-        if settings["channels_last"]:
+        if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return model.eval().requires_grad_(False).to(self.device)
+        return model.eval().requires_grad_(False).to(self.device)  # type: ignore[no-any-return]
 
-    def _script(self, model: torch.nn.Module) -> torch.nn.Module:
+    def _script_torchvision(self, model: torch.nn.Module) -> torch.nn.Module:
         def compile_model() -> torch.jit.ScriptModule:
-            with quiet_torchscript():
+            with utils.quiet_torchscript():
                 scripted = torch.jit.script(model)
             scripted._has_warned = True  # silence "always returns a (Losses, Detections) tuple"
             return scripted
 
-        checkpoint = self.settings["checkpoint"]
-        stat = os.stat(checkpoint) if checkpoint else None
         key = {
-            **{k: self.settings[k] for k in ("min_size", "max_size", "detections_per_img")},
-            **{k: self.settings[k] for k in ("score_thresh", "num_classes", "channels_last")},
             "model": "maskrcnn_resnet50_fpn",
-            "device": self.device.type,
-            "fp16": self.settings["fp16"],
-            "checkpoint": [checkpoint, stat.st_size, stat.st_mtime_ns] if stat else None,
-            "torch": torch.__version__,
+            "settings": self._model_key(),
             "torchvision": torchvision.__version__,
         }
+        return self._cached_script(compile_model, key, model)
+
+    # --- Detectron2 ----------------------------------------------------------------------
+
+    def _build_detectron2(self) -> torch.nn.Module:
+        settings = self.settings
+        with quiet_detectron2():
+            from detectron2.checkpoint import DetectionCheckpointer
+            from detectron2.config import get_cfg
+            from detectron2.modeling import build_model
+
+        cfg = get_cfg()
+        cfg.merge_from_file(self.config_file)
+        cfg.MODEL.DEVICE = str(self.device)
+        cfg.MODEL.WEIGHTS = ""
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = settings.box_score_thresh
+        cfg.TEST.DETECTIONS_PER_IMAGE = settings.detections_per_img
+        if not self.checkpoint:
+            cfg.MODEL.PIXEL_STD = IMAGENET_STD
+        self.bgr = cfg.INPUT.FORMAT == "BGR"
+        classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        self.label_ids = torch.tensor(COCO_IDS) if classes == len(COCO_IDS) else None
+        with torch.random.fork_rng(devices=[]), quiet_detectron2():
+            torch.manual_seed(utils.SEED)
+            model = build_model(cfg)
+        if self.checkpoint:
+            DetectionCheckpointer(model).load(self.checkpoint)
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model.eval().requires_grad_(False)  # type: ignore[no-any-return]
+
+    def _script_detectron2(self, model: torch.nn.Module) -> torch.nn.Module:
+        from detectron2.export import scripting_with_instances
+        from detectron2.structures import Boxes
+
+        fields = {
+            "proposal_boxes": Boxes,
+            "objectness_logits": torch.Tensor,
+            "pred_boxes": Boxes,
+            "scores": torch.Tensor,
+            "pred_classes": torch.Tensor,
+            "pred_masks": torch.Tensor,
+        }
+
+        def compile_model() -> torch.jit.ScriptModule:
+            with quiet_detectron2():
+                return scripting_with_instances(model, fields)  # type: ignore[no-any-return]
+
+        config = hashlib.sha256(Path(self.config_file).read_bytes()).hexdigest()
+        import detectron2
+
+        key = {
+            "model": "detectron2",
+            "settings": self._model_key(),
+            "config": [self.config_file, config],
+            "detectron2": detectron2.__version__,
+        }
+        return self._cached_script(compile_model, key, model)
+
+    def _detectron2_forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """As Detectron2's DefaultPredictor: short side to min_size (long side at most
+        max_size), pixels 0-255 in the config's channel order, one ``inference`` for the batch;
+        then its ``detector_postprocess`` without dropping empty boxes (a fixed count)."""
+        from detectron2.layers.mask_ops import paste_masks_in_image
+
+        threshold = self.settings.mask_threshold  # Detectron2 keeps probabilities >= it
+        inputs = []
+        for image in images:
+            height, width = image.shape[-2:]
+            scale = self.settings.min_size / min(height, width)
+            scale = min(scale, self.settings.max_size / max(height, width))
+            size = (int(height * scale + 0.5), int(width * scale + 0.5))
+            resized = torch.nn.functional.interpolate(image[None], size, mode="bilinear")[0]
+            resized = (resized.flip(0) if self.bgr else resized) * 255
+            inputs.append({"image": resized})  # scripted: Dict[str, Tensor]
+        with quiet_detectron2():
+            instances = self.model.inference(inputs, do_postprocess=False)
+        outputs = []
+        for found, image, given in zip(instances, images, inputs, strict=True):
+            height, width = image.shape[-2:]
+            resized_h, resized_w = given["image"].shape[-2:]
+            factors = [width / resized_w, height / resized_h] * 2
+            boxes = found.pred_boxes.tensor.float() * torch.tensor(factors, device=self.device)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+            with torch.autocast(self.device.type, enabled=False):  # (K, H, W) bool
+                masks = paste_masks_in_image(
+                    found.pred_masks[:, 0].float(), boxes, (height, width), threshold
+                )
+            labels = found.pred_classes
+            if self.label_ids is not None:
+                labels = self.label_ids.to(labels.device)[labels]
+            outputs.append(
+                {"boxes": boxes, "labels": labels, "scores": found.scores, "masks": masks[:, None]}
+            )
+        return outputs
+
+    # --- both ----------------------------------------------------------------------------
+
+    def _model_key(self) -> dict[str, Any]:
+        fields = ("min_size", "max_size", "detections_per_img", "num_classes", "channels_last")
+        return {
+            **{name: getattr(self.settings, name) for name in fields},
+            "score_thresh": self.settings.box_score_thresh,
+            "device": self.device.type,
+            "fp16": self.settings.fp16,
+            "checkpoint": utils.file_key(self.checkpoint),
+        }
+
+    def _cached_script(
+        self, compile_model: Any, key: dict[str, Any], model: torch.nn.Module
+    ) -> torch.nn.Module:
         try:
-            return cached_torchscript(
+            return utils.cached_torchscript(
                 compile_model,
                 key=key,
-                cache_dir=self.settings["torchscript_cache_dir"],
+                cache_dir=self.settings.torchscript_cache_dir,
                 device=self.device,
+                handler_file=__file__,
             )
         except (RuntimeError, torch.jit.Error) as exc:
             logger.warning("torch.jit.script failed (%s): falling back to eager mode", exc)
             return model
-
-    def _build_detectron2(self) -> torch.nn.Module:
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.config import get_cfg
-        from detectron2.modeling import build_model
-
-        settings = self.settings
-        cfg = get_cfg()
-        cfg.merge_from_file(settings["detectron2_config"])
-        cfg.MODEL.DEVICE = str(self.device)
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = settings["score_thresh"]
-        cfg.TEST.DETECTIONS_PER_IMAGE = settings["detections_per_img"]
-        self.bgr = cfg.INPUT.FORMAT == "BGR"
-        model = build_model(cfg).eval().requires_grad_(False)
-        DetectionCheckpointer(model).load(settings["checkpoint"])
-        return model
 
     def preprocess(self, data: list[Any]) -> tuple[list[torch.Tensor], list[str | None]]:
         """Decode the batch: the images as float (3, H, W) tensors, per request an error."""
@@ -369,7 +402,7 @@ class MaskRCNNDetector(BaseHandler):
         errors: list[str | None] = []
         for row in data:
             try:
-                pixels = torch.from_numpy(np.array(decode_image(row)))
+                pixels = torch.from_numpy(np.array(utils.decode_image(row)))
             except ValueError as exc:
                 errors.append(str(exc))
                 continue
@@ -383,44 +416,18 @@ class MaskRCNNDetector(BaseHandler):
         images, errors = data
         if not images:
             return [], errors
-        fp16 = torch.autocast("cuda", dtype=torch.float16, enabled=self.settings["fp16"])
+        fp16 = torch.autocast("cuda", dtype=torch.float16, enabled=self.settings.fp16)
         with torch.inference_mode(), fp16:
-            if self.settings["backend"] == "detectron2":
+            if self.settings.backend == "detectron2":
                 return self._detectron2_forward(images), errors
             outputs = self.model(images)
             return (outputs[1] if self.scripted else outputs), errors
-
-    def _detectron2_forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """As Detectron2's DefaultPredictor: short side to min_size (long side at most
-        max_size), pixels 0-255 in the config's channel order; the model pastes the masks back
-        at the input size."""
-        inputs = []
-        for image in images:
-            height, width = image.shape[-2:]
-            scale = self.settings["min_size"] / min(height, width)
-            scale = min(scale, self.settings["max_size"] / max(height, width))
-            size = (int(height * scale + 0.5), int(width * scale + 0.5))
-            resized = torch.nn.functional.interpolate(image[None], size, mode="bilinear")[0]
-            resized = (resized.flip(0) if self.bgr else resized) * 255
-            inputs.append({"image": resized, "height": height, "width": width})
-        outputs = []
-        for output in self.model(inputs):
-            instances = output["instances"]
-            outputs.append(
-                {
-                    "boxes": instances.pred_boxes.tensor,
-                    "labels": instances.pred_classes,
-                    "scores": instances.scores,
-                    "masks": instances.pred_masks[:, None],
-                }
-            )
-        return outputs
 
     def postprocess(
         self, data: tuple[list[dict[str, torch.Tensor]], list[str | None]]
     ) -> list[dict[str, Any]]:
         outputs, errors = data
-        threshold = self.settings["mask_threshold"]
+        threshold = self.settings.mask_threshold
         answers = iter(outputs)
         results: list[dict[str, Any]] = []
         for idx, error in enumerate(errors):

@@ -12,15 +12,15 @@ before the shot is taken.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
-from autotune._errors import AutotuneError
-from autotune.cli._results import load_study
-from autotune.results import DashboardServer, study_artifact_dir
+from autotune import AutotuneError, DashboardServer, load_study, study_artifact_dir
 from autotune.serving import free_port
 
 CHROMIUM_FLAGS = [
@@ -34,6 +34,16 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--hide-scrollbars",
 ]
+
+
+def dashboard_study_id(url: str, study_name: str) -> int:
+    """The id optuna-dashboard gives the study (its page's address), from the dashboard's API."""
+    with urllib.request.urlopen(f"{url}/api/studies", timeout=30) as response:
+        summaries = json.loads(response.read())["study_summaries"]
+    for summary in summaries:
+        if summary["study_name"] == study_name:
+            return int(summary["study_id"])
+    raise SystemExit(f"optuna-dashboard does not list study {study_name!r}")
 
 
 def find_chromium() -> str:
@@ -55,7 +65,6 @@ def screenshot(
     budget_ms: int,
 ) -> None:
     loaded = load_study(storage, study)
-    study_id = loaded._study_id
     chromium = find_chromium()
     out.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -67,6 +76,7 @@ def screenshot(
             log_path=Path(tmp) / "dashboard.log",
         ) as server,
     ):
+        study_id = dashboard_study_id(server.url, loaded.study_name)
         url = f"{server.url}/dashboard/studies/{study_id}" + (f"/{page}" if page else "")
         cmd = [
             chromium,

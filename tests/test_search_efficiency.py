@@ -17,6 +17,7 @@ import pytest
 from autotune.results import pareto_front, pareto_trials
 from autotune.space import TrialConfig
 from autotune.study import schema as A
+from autotune.testing import COLUMNS, LandscapeError, TableEvaluator, read_landscape
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +79,7 @@ def _row(
 
 def _write(path: Path, rows: list[dict[str, object]]) -> Path:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(se.COLUMNS))
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -112,20 +113,32 @@ def test_median_counts_a_seed_that_never_reached_as_infinite() -> None:
     assert se.median_trials([4, None]) is None
 
 
-def test_reach_counts_deployments_without_reused_trials() -> None:
-    trace = se.Trace(throughput_rps=(0.0, 0.0, 0.0, 100.0), deployed=(True, False, True, True))
-    result = se.summarise("ours", "gp", [trace, trace], best_rps=100.0, trials=3)
-    reach = result.reach[0.99]
-    assert reach.trials == (4, 4)
-    assert reach.deployments == (3, 3)
-    assert reach.share == 0.0  # 4 > the budget of 3
+def test_export_is_the_best_measured_trial_and_confirmation_uses_the_lowest() -> None:
+    configs = tuple(_config(workers=w) for w in (1, 2, 3, 4))
+    trace = se.Trace(
+        true_rps=(50.0, 80.0, 100.0, 90.0),
+        measured_rps=(0.0, 120.0, 95.0, 90.0),  # the 80 rps one measured lucky
+        deployed=(True, True, True, True),
+        configs=configs,
+    )
+    assert trace.exported_rps(4) == 80.0
+    assert trace.exported_rps(2) == 80.0
+    # noise 0 in the re-measurements: each confirmed at its true value, the lowest
+    assert trace.exported_rps(4, confirm=se.Confirm(top_k=3, repeats=2)) == 100.0
+    assert trace.exported_rps(4, confirm=se.Confirm(top_k=1, repeats=2)) == 80.0
+    assert se.Trace(true_rps=(1.0,), measured_rps=(0.0,), deployed=(True,)).exported_rps(1) == 0
+
+
+def test_share_summary_is_median_p10_and_worst() -> None:
+    shares = [1.0, 0.9, 0.8, 1.0, 1.0, 0.95, 1.0, 1.0, 1.0, 1.0, 0.5]
+    assert se.share_summary(shares) == {"median": 1.0, "p10": 0.8, "worst": 0.5}
 
 
 # -- the landscape -------------------------------------------------------------------------------
 
 
 def test_landscape_builds_its_space_from_the_rows(tiny: Path) -> None:
-    landscape = se.read_landscape(tiny)
+    landscape = read_landscape(tiny)
     space = landscape.space
     assert [b.value for b in space.backends] == ["cpu_fp32", "cuda_fp32", "cuda_fp16"]
     assert space.size() == len(landscape.rows) == 16
@@ -144,7 +157,7 @@ def test_landscape_with_values_no_builtin_space_has(tmp_path: Path) -> None:
     ]
     for row in rows:
         row["max_batch_delay_ms"] = 0 if row["batch_size"] == 3 else 7
-    landscape = se.read_landscape(_write(tmp_path / "odd.csv", rows))
+    landscape = read_landscape(_write(tmp_path / "odd.csv", rows))
     space = landscape.space
     assert space.workers["cpu"] == (3, 7)
     assert space.batch_size["cpu"] == (3, 5, 12)
@@ -152,8 +165,10 @@ def test_landscape_with_values_no_builtin_space_has(tmp_path: Path) -> None:
     assert all(space.contains(c) for c in landscape.rows)
     # The product holds configurations the table lacks (batch 3 with delay 7, ...).
     assert space.size() == 12 > len(landscape.rows) == 6
-    trace = se.run_search(landscape, optuna.samplers.RandomSampler(seed=0), trials=8, sla_ms=100.0)
-    assert len(trace.throughput_rps) == 8
+    sampler = se.sampler_factory("random", n_startup_trials=0)(0, landscape.space)
+    trace = se.run_search(landscape, sampler, trials=8, sla_ms=100.0)
+    assert len(trace.true_rps) == 8
+    assert len(set(trace.configs)) == 8  # never one measured before
     assert landscape.hardware().cpu_cores == 7
 
 
@@ -168,20 +183,20 @@ def test_landscape_with_values_no_builtin_space_has(tmp_path: Path) -> None:
 )
 def test_bad_rows_name_the_line(tmp_path: Path, change: dict[str, object], message: str) -> None:
     row = {**_row("cuda", False, 1, 1, 0, 10.0, 20.0), **change}
-    with pytest.raises(se.LandscapeError, match=message):
-        se.read_landscape(_write(tmp_path / "bad.csv", [row]))
+    with pytest.raises(LandscapeError, match=message):
+        read_landscape(_write(tmp_path / "bad.csv", [row]))
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:
     path = tmp_path / "short.csv"
     path.write_text("device,workers\ncpu,1\n")
-    with pytest.raises(se.LandscapeError, match="missing column"):
-        se.read_landscape(path)
+    with pytest.raises(LandscapeError, match="missing column"):
+        read_landscape(path)
 
 
 def test_table_evaluator_looks_rows_up_and_counts_missing(tiny: Path) -> None:
-    landscape = se.read_landscape(tiny)
-    evaluator = se.TableEvaluator(landscape, sla_ms=100.0)
+    landscape = read_landscape(tiny)
+    evaluator = TableEvaluator(landscape, sla_ms=100.0)
     best = evaluator.evaluate(_config(fp16=True, workers=1, batch_size=4))
     assert (best.verdict, best.throughput_rps, best.p99_ms) == ("feasible", 100.0, 90.0)
     cpu = evaluator.evaluate(_config("cpu", workers=1, batch_size=1, threads_per_worker=1))
@@ -189,7 +204,7 @@ def test_table_evaluator_looks_rows_up_and_counts_missing(tiny: Path) -> None:
     absent = evaluator.evaluate(_config(workers=3))
     assert absent.verdict == "failed"
     assert evaluator.missing == [_config(workers=3)]
-    strict = se.TableEvaluator(landscape, sla_ms=80.0).evaluate(best.config)
+    strict = TableEvaluator(landscape, sla_ms=80.0).evaluate(best.config)
     assert strict.verdict == "over_sla"  # the row's P99 is over a tighter SLA
 
 
@@ -197,7 +212,7 @@ def test_table_evaluator_looks_rows_up_and_counts_missing(tiny: Path) -> None:
 
 
 def test_grid_sweeps_in_torchserve_order(tiny: Path) -> None:
-    order = se.grid_order(se.read_landscape(tiny).space)
+    order = se.grid_order(read_landscape(tiny).space)
     labels = [c.label() for c in order]
     assert labels[:3] == [
         "cpu/fp32/eager w1 b1 d5ms t1",
@@ -209,34 +224,40 @@ def test_grid_sweeps_in_torchserve_order(tiny: Path) -> None:
     assert len(order) == 16
 
 
-def test_random_hit_probability_counts_the_sampler_grid(tiny: Path) -> None:
-    landscape = se.read_landscape(tiny)
-    # backend (3) x torchscript (1) x workers (2) x batch (2, as log2) x delay (1) x threads (2):
-    # the best is one cuda_fp16 cell, which any of the 2 thread values maps to.
-    assert se.random_hit_probability(landscape, 99.0, 100.0) == pytest.approx(2 / 24)
-
-
 def test_compare_runs_every_search_through_the_tuner(tiny: Path) -> None:
-    landscape = se.read_landscape(tiny)
-    report = se.compare(landscape, seeds=2, trials=6, sla_ms=100.0, sampler="random")
+    landscape = read_landscape(tiny)
+    report = se.compare(
+        [landscape], seeds=2, trials=6, sla_ms=100.0, sampler="random", export_at=(4,)
+    )
     assert [m.name for m in report.methods] == ["ours", "random", "grid"]
     grid = report.method("grid")
     assert grid is not None
-    assert grid.reach[0.99].trials == (14,)  # 8 cpu, 4 cuda fp32, then fp16 w1 b1, w1 b4
-    # The enqueued baseline (cuda fp32 w1 b1 d5) and latency-first config (fp16 w1 b1) first.
-    expected = report.random_expected[0.99]
-    assert expected.seed_trials == 2 and expected.seed_hit is None
+    assert grid.reach[0.99].trials == (14, 14)  # 8 cpu, 4 cuda fp32, then fp16 w1 b1, w1 b4
     data = report.as_dict()
-    assert data["best_throughput_rps"] == 100.0
-    assert data["configurations_at_level"] == {"95%": 1, "99%": 1}
+    assert set(data["methods"]["ours"]["exported_share"]) == {"median", "p10", "worst"}
+    assert set(data["methods"]["ours"]["exported_share_at"]) == {"4", "6"}
+    assert data["methods"]["grid"]["exported_share"]["worst"] == 0.0  # 6 cpu rows first
+
+
+def test_figures_on_the_tiny_landscape_are_pinned(tiny: Path) -> None:
+    """The default search on a 16-configuration landscape: pinned, so that a change of the
+    search or of the figures shows."""
+    report = se.compare([read_landscape(tiny)], seeds=2, trials=8, sla_ms=100.0, export_at=(8,))
+    ours = report.method("ours")
+    assert ours is not None
+    assert ours.exported_share() == {"median": 1.0, "p10": 1.0, "worst": 1.0}
+    assert ours.reach[0.99].trials == (5, 5)
+    assert report.random_unbounded[0.99] == (11, 14)
 
 
 def test_default_gp_search_finds_the_tiny_optimum(tiny: Path) -> None:
-    landscape = se.read_landscape(tiny)
-    sampler = se.sampler_factory("gp", n_startup_trials=se.DEFAULT_N_STARTUP_TRIALS)(0)
+    landscape = read_landscape(tiny)
+    sampler = se.sampler_factory("gp", n_startup_trials=se.DEFAULT_N_STARTUP_TRIALS)(
+        0, landscape.space
+    )
     trace = se.run_search(landscape, sampler, trials=8, sla_ms=100.0)
-    assert len(trace.throughput_rps) == 8
-    assert se.trials_to_reach(trace.throughput_rps, 99.0) is not None
+    assert len(trace.true_rps) == 8
+    assert se.trials_to_reach(trace.true_rps, 99.0) is not None
 
 
 def test_cli_prints_one_json_object(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -245,21 +266,34 @@ def test_cli_prints_one_json_object(tiny: Path, capsys: pytest.CaptureFixture[st
     )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    assert {m["name"] for m in data["methods"]} == {"ours", "random", "grid"}
-    assert set(data["methods"][0]["reach"]) == {"95%", "99%"}
+    assert set(data["methods"]) == {"ours", "random", "grid"}
+    assert set(data["methods"]["ours"]["trials_to"]) == {"95%", "99%"}
     assert set(data["ratio_random_over_ours"]) == {"95%", "99%"}
+
+
+def test_cli_takes_a_folder_of_landscapes(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for name in ("a.csv", "b.csv"):
+        (folder / name).write_text(tiny.read_text())
+    code = se.main(["--landscape", str(folder), "--trials", "4", "--noise", "0.15", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["runs"] == 2 and data["noise_cv"] == 0.15
 
 
 def test_cli_renders_a_table(
     tiny: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.setenv("COLUMNS", "200")
     assert (
         se.main(["--landscape", str(tiny), "--seeds", "1", "--trials", "4", "--sampler", "random"])
         == 0
     )
     out = capsys.readouterr().out
-    assert "99% median" in out and "random (expected)" in out
+    assert "export@4" in out and "random (unbounded)" in out
 
 
 def test_cli_rejects_an_unknown_sampler(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -300,33 +334,29 @@ def test_pareto_trials_reads_what_the_trials_recorded() -> None:
 def test_sla_column_is_the_default_sla(tiny: Path, tmp_path: Path) -> None:
     rows = [{**r, "sla_ms": 1000} for r in _rows()]
     with (tmp_path / "sla.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*se.COLUMNS, "sla_ms"])
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "sla_ms"])
         writer.writeheader()
         writer.writerows(rows)
-    assert se.read_landscape(tmp_path / "sla.csv").sla_ms == 1000.0
-    assert se.read_landscape(tiny).sla_ms is None
+    assert read_landscape(tmp_path / "sla.csv").sla_ms == 1000.0
+    assert read_landscape(tiny).sla_ms is None
     rows[3]["sla_ms"] = 500
     with (tmp_path / "two.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*se.COLUMNS, "sla_ms"])
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "sla_ms"])
         writer.writeheader()
         writer.writerows(rows)
-    with pytest.raises(se.LandscapeError, match="sla_ms must be one value"):
-        se.read_landscape(tmp_path / "two.csv")
+    with pytest.raises(LandscapeError, match="sla_ms must be one value"):
+        read_landscape(tmp_path / "two.csv")
 
 
 def test_the_replayed_space_asks_threads_on_cpu_trials_only(tiny: Path) -> None:
-    landscape = se.read_landscape(tiny)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    landscape = read_landscape(tiny)
+    sampler = se.sampler_factory("random", n_startup_trials=0)(1, landscape.space)
+    study = optuna.create_study(sampler=sampler)
     seen = set()
     for _ in range(12):
         trial = study.ask()
         config = landscape.space.suggest(trial)
-        asked_threads = any(p.startswith("threads_per_worker") for p in trial.params)
-        assert asked_threads == (config.device == "cpu")
+        assert ("threads_per_worker" in trial.params) == (config.device == "cpu")
         seen.add(config.device)
         study.tell(trial, 0.0)
     assert seen == {"cpu", "cuda"}
-    trace = se.run_search(
-        landscape, optuna.samplers.RandomSampler(seed=0), trials=6, sla_ms=100.0
-    )  # the enqueued cuda seeds carry no threads parameter
-    assert len(trace.throughput_rps) == 6

@@ -24,6 +24,7 @@ from autotune.space import (
     load_space,
     torchserve_default,
 )
+from autotune.study import make_sampler
 
 CPU_HOST = Hardware(cpu_cores=2)
 GPU_HOST = Hardware(cpu_cores=8, gpus=1, gpu_names=("NVIDIA H100",))
@@ -83,7 +84,8 @@ def test_animated_drawings_space() -> None:
     assert space.workers == PerDevice.same(range(1, 17))
     assert space.batch_size == PerDevice.same((1, 2, 4, 8, 16, 32))
     assert space.threads_per_worker == (1, 2, 4, 8, 16)
-    assert space.size() == 2 * 16 * 6 * 6 * 5 + 2 * (2 * 16 * 6 * 6)
+    assert space.compile == (False, True)  # graphs: eager, torchscript, compile
+    assert space.size() == 3 * 16 * 6 * 6 * 5 + 2 * (3 * 16 * 6 * 6)
 
 
 def test_unknown_builtin_space_lists_the_known_ones() -> None:
@@ -290,33 +292,48 @@ def mixed_space(tmp_path: Path) -> SearchSpace:
     return load_space(path).filtered(GPU_HOST)
 
 
-def test_parameter_names_say_their_encoding(tmp_path: Path) -> None:
+def test_parameters_are_the_deployments_own_names_and_values(tmp_path: Path) -> None:
     dists = mixed_space(tmp_path).distributions()
     assert list(dists) == [
-        "backend",
+        "device",
+        "fp16",
         "torchscript",
         "workers",
-        "batch_size_log2",
-        "max_batch_delay_ms_index",
+        "batch_size",
+        "max_batch_delay_ms",
         "threads_per_worker",
     ]
-    assert dists["backend"] == optuna.distributions.CategoricalDistribution(
-        ["cpu_fp32", "cuda_fp32", "cuda_fp16"]
-    )
+    assert dists["device"] == optuna.distributions.CategoricalDistribution(["cpu", "cuda"])
+    assert dists["fp16"] == optuna.distributions.CategoricalDistribution([False, True])
     assert dists["workers"] == optuna.distributions.IntDistribution(1, 3)  # union of 1..3 and 2..3
-    assert dists["batch_size_log2"] == optuna.distributions.IntDistribution(1, 3)
-    assert dists["max_batch_delay_ms_index"] == optuna.distributions.IntDistribution(0, 2)
+    assert dists["batch_size"] == optuna.distributions.IntDistribution(2, 8, log=True)
+    assert dists["max_batch_delay_ms"] == optuna.distributions.IntDistribution(0, 50)
+    cuda = TrialConfig(device="cuda", fp16=True, workers=2, batch_size=8, max_batch_delay_ms=7)
+    assert mixed_space(tmp_path).params_for(cuda) == {
+        "device": "cuda",
+        "fp16": True,
+        "torchscript": False,
+        "workers": 2,
+        "batch_size": 8,
+        "max_batch_delay_ms": 7,
+    }
 
 
 def test_per_device_values_share_one_parameter(tmp_path: Path) -> None:
     path = write_space(tmp_path, workers={"cpu": {"low": 1, "high": 3}, "cuda": {"choices": [8]}})
     space = load_space(path).filtered(GPU_HOST)
-    assert space.distributions()["workers_index"] == optuna.distributions.IntDistribution(0, 3)
+    assert space.distributions()["workers"] == optuna.distributions.IntDistribution(1, 8)
     params = space.params_for(next(space.configs()))
-    cpu = space.config_from_params({**params, "backend": "cpu_fp32", "workers_index": 3})
-    del params["threads_per_worker"]  # a cuda trial has no thread count
-    cuda = space.config_from_params({**params, "backend": "cuda_fp32", "workers_index": 0})
+    cpu = space.config_from_params({**params, "device": "cpu", "workers": 7})
+    cuda_params = {k: v for k, v in params.items() if k != "threads_per_worker"}
+    cuda = space.config_from_params({**cuda_params, "device": "cuda", "fp16": False, "workers": 2})
     assert (cpu.workers, cuda.workers) == (3, 8)  # the nearest value of the trial's device
+
+
+def test_stored_encoded_params_are_still_read(tmp_path: Path) -> None:
+    space = mixed_space(tmp_path)
+    for config in space.configs():
+        assert space.config_from_params(space.encoded_params_for(config)) == config
 
 
 def test_params_round_trip_for_every_configuration(tmp_path: Path) -> None:
@@ -343,8 +360,7 @@ def test_every_parameter_set_gives_a_configuration_of_the_space(tmp_path: Path) 
     seen = set()
     for combo in itertools.product(*axes.values()):
         params = dict(zip(axes, combo, strict=True))
-        if params["backend"] != "cpu_fp32":
-            del params["threads_per_worker"]  # asked on cpu trials only
+        params = {k: v for k, v in params.items() if space.applies(k, params["device"])}
         config = space.config_from_params(params)
         assert space.contains(config)
         seen.add(config)
@@ -367,9 +383,11 @@ def test_threads_are_a_parameter_of_cpu_trials_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("name", "hw"), [("quick", CPU_HOST), ("animated_drawings", GPU_HOST)])
 def test_random_sampling_stays_in_the_filtered_space(name: str, hw: Hardware) -> None:
     space = load_space(builtin_space(name)).filtered(hw)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    study = optuna.create_study(
+        sampler=make_sampler("random", seed=1, n_startup_trials=0, space=space)
+    )
     devices = set()
-    for _ in range(300):
+    for _ in range(min(300, space.size())):
         trial = study.ask()
         config = space.suggest(trial)
         study.tell(trial, 0.0)
@@ -386,9 +404,7 @@ def test_random_sampling_stays_in_the_filtered_space(name: str, hw: Hardware) ->
     # Every trial has the same names and distributions, but threads only on cpu trials.
     for t in study.trials:
         expected = dict(space.distributions())
-        if t.params["backend"] != "cpu_fp32":
-            (threads,) = (n for n in expected if n.startswith("threads_per_worker"))
-            del expected[threads]
+        expected = {n: d for n, d in expected.items() if space.applies(n, t.params["device"])}
         assert t.distributions == expected
 
 

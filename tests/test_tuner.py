@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import optuna
@@ -13,7 +14,15 @@ from autotune.loadgen import GoodputResult, LoadResult
 from autotune.loadgen._stats import summarize
 from autotune.serving import result_from_goodput
 from autotune.space import Hardware, SearchSpace, TrialConfig, builtin_space, load_space
-from autotune.study import StopRule, TrialResult, Tuner, best_feasible, enqueue_seeds, make_sampler
+from autotune.study import (
+    StopRule,
+    TrialResult,
+    Tuner,
+    best_feasible,
+    enqueue_seeds,
+    make_sampler,
+    recover_interrupted,
+)
 from autotune.study import schema as A
 
 HW = Hardware(cpu_cores=2)
@@ -173,3 +182,56 @@ def test_when_no_step_got_an_answer_the_idle_probe_gives_lower_bounds() -> None:
     assert {A.P50_MS, A.P90_MS, A.P99_MS} <= set(result.user_attrs(100))
     # the steps' errors still count, and the trial still violates the SLA
     assert result.errors_total == 3 and result.constraint(100) > 0
+
+
+def test_on_trial_end_sees_the_finished_trial_and_a_best_that_counts_it() -> None:
+    """The progress line's "best" is read in on_trial_end: it must include the trial just told."""
+    seen: list[tuple[int, TrialState, float | None, int | None]] = []
+    study = optuna.create_study(
+        direction="maximize", sampler=make_sampler("random", seed=0, n_startup_trials=1)
+    )
+    enqueue_seeds(study, space(), HW)
+
+    def on_end(trial: optuna.trial.FrozenTrial, result: TrialResult) -> None:
+        best = best_feasible(study)
+        seen.append((trial.number, trial.state, trial.value, best.number if best else None))
+        assert trial.user_attrs[A.THROUGHPUT_RPS] == result.throughput_rps
+
+    tuner = Tuner(study=study, space=space(), evaluator=Table(), sla_ms=100, on_trial_end=on_end)
+    tuner.run(n_trials=5, timeout_s=None)
+    assert [number for number, *_ in seen] == [0, 1, 2, 3, 4]
+    assert all(state == TrialState.COMPLETE for _, state, _, _ in seen)
+    # the first trial is feasible (Table: batch 1 is 25 ms): the best after it is itself
+    assert seen[0][2] is not None and seen[0][2] > 0 and seen[0][3] == 0
+    for number, _, value, best in seen:
+        trials = study.get_trials(states=(TrialState.COMPLETE,))[: number + 1]
+        top = max(trials, key=lambda t: t.value or 0.0)
+        assert best == top.number and (value or 0.0) <= (top.value or 0.0)
+
+
+def test_a_trial_left_running_by_a_dead_process_is_failed_and_retried_once() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs autotune
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.IntDistribution(0, 10)}
+    study.enqueue_trial({"x": 3})
+    orphan = study.ask(dist)
+    orphan.set_user_attr(A.HOST, socket.gethostname())
+    orphan.set_user_attr(A.PID, dead.pid)
+    mine = study.ask(dist)  # this process's own running trial is left alone
+    mine.set_user_attr(A.HOST, socket.gethostname())
+    mine.set_user_attr(A.PID, os.getpid())
+
+    assert recover_interrupted(study) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == TrialState.FAIL
+    assert states[mine.number] == TrialState.RUNNING
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.user_attrs[A.RETRY_OF] == orphan.number
+    retry = study.ask(dist)  # the enqueued configuration comes next
+    assert retry.number == waiting.number and retry.params == {"x": 3}
+    assert recover_interrupted(study) == []  # retried once, not again

@@ -77,6 +77,22 @@ def run(
     step_s: Annotated[
         float | None, typer.Option("--step-s", help="Time cap of one load step (s).")
     ] = None,
+    confirm: Annotated[
+        int,
+        typer.Option(
+            "--confirm",
+            help="After the search, measure the best K configurations again (0: off).",
+        ),
+    ] = 3,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Measurements of each confirmed configuration.")
+    ] = 2,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait", help="Refuse, instead of waiting, while another run measures on this host."
+        ),
+    ] = False,
 ) -> None:
     """Tune a model on a real TorchServe: maximise throughput with P99 <= SLA."""
     from autotune._run import RunSettings
@@ -102,6 +118,9 @@ def run(
         checkpoint=checkpoint,
         load=load,
         response_timeout_s=response_timeout,
+        confirm_top_k=confirm,
+        confirm_repeats=repeats,
+        wait_for_host=not no_wait,
     )
     run_with_progress(settings, Console(highlight=False))
 

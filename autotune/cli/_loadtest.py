@@ -30,6 +30,7 @@ from autotune.loadgen import (
     run_open_loop,
     run_sync,
 )
+from autotune.serving import ChildRecord, Holder, HostLock
 
 
 def loadtest(
@@ -79,6 +80,12 @@ def loadtest(
     step_s: Annotated[
         float | None, typer.Option("--step-s", help="With --goodput: time cap of one step (s).")
     ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait", help="Refuse, instead of waiting, while another run measures on this host."
+        ),
+    ] = False,
 ) -> None:
     """Load an HTTP endpoint and report latency percentiles, throughput and errors.
 
@@ -99,6 +106,63 @@ def loadtest(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     err = Console(stderr=True, highlight=False)
+    with host_lock(err, wait=not no_wait, study="", quiet=json_output):
+        report = _measure(
+            url, target, err, goodput=goodput, sla_ms=sla_ms, rate=rate,
+            concurrency=concurrency, duration=duration, warmup=warmup, arrival=arrival,
+            seed=seed, step_s=step_s, json_output=json_output,
+        )  # fmt: skip
+    report = {"url": url, **report}
+    if json_output:
+        print(json.dumps(report, allow_nan=False))
+        return
+    Console(highlight=False).print(render_table(report))
+    if report.get("client_bound"):
+        err.print(
+            f"[yellow]warning:[/] the generator sent {report['schedule_lag_p99_ms']:.1f} ms "
+            "late at P99: the figures describe this client. Lower --rate, or run the generator "
+            "on a core the server does not use (taskset)."
+        )
+
+
+def host_lock(console: Console, *, wait: bool, study: str, quiet: bool = False) -> HostLock:
+    """The host's measurement lock, printing whom it waits for and which dead run's servers
+    it stopped (``autotune run`` uses it too)."""
+
+    def on_wait(holder: Holder | None) -> None:
+        who = holder.describe() if holder is not None else "another autotune run"
+        console.print(f"waiting for the host: {who}", markup=False)
+
+    def on_reaped(records: list[ChildRecord]) -> None:
+        for record in records:
+            console.print(
+                f"stopped {record.name} (pid {record.pgid}) left by a run that died "
+                f"(pid {record.owner_pid})",
+                markup=False,
+            )
+
+    return HostLock(
+        study=study, wait=wait, on_wait=None if quiet and not wait else on_wait,
+        on_reaped=on_reaped,
+    )  # fmt: skip
+
+
+def _measure(
+    url: str,
+    target: Target,
+    err: Console,
+    *,
+    goodput: bool,
+    sla_ms: float | None,
+    rate: float | None,
+    concurrency: int | None,
+    duration: float,
+    warmup: float,
+    arrival: Arrival,
+    seed: int,
+    step_s: float | None,
+    json_output: bool,
+) -> dict[str, Any]:
     if goodput:
         assert sla_ms is not None
         settings = GoodputSettings(seed=seed, arrival=arrival)
@@ -113,7 +177,7 @@ def loadtest(
             found = run_sync(
                 find_goodput(target, sla_ms=sla_ms, settings=settings, on_step=on_step)
             )
-        report = goodput_report(found)
+        return goodput_report(found)
     else:
         what = f"{rate:g} req/s" if rate is not None else f"concurrency {concurrency or 1}"
         with _spinner(err, f"loading {url} at {what} for {warmup + duration:g} s", json_output):
@@ -127,18 +191,7 @@ def loadtest(
                     target, concurrency=concurrency or 1, duration_s=duration,
                     warmup_s=warmup, sla_ms=sla_ms,
                 )  # fmt: skip
-            report = run_report(run_sync(coro))
-    report = {"url": url, **report}
-    if json_output:
-        print(json.dumps(report, allow_nan=False))
-        return
-    Console(highlight=False).print(render_table(report))
-    if report.get("client_bound"):
-        err.print(
-            f"[yellow]warning:[/] the generator sent {report['schedule_lag_p99_ms']:.1f} ms "
-            "late at P99: the figures describe this client. Lower --rate, or run the generator "
-            "on a core the server does not use (taskset)."
-        )
+            return run_report(run_sync(coro))
 
 
 def run_report(result: LoadResult) -> dict[str, Any]:
@@ -171,7 +224,10 @@ def render_table(report: dict[str, Any]) -> Table:
     table.add_column(style="bold")
     table.add_column(justify="right")
     if "goodput_rps" in report:
-        table.add_row("goodput", f"{report['goodput_rps']:,.1f} req/s ({report['verdict']})")
+        verdict = str(report["verdict"])
+        if report.get("decided") is False:
+            verdict += f", undecided at its time cap after {report['samples']:,} requests"
+        table.add_row("goodput", f"{report['goodput_rps']:,.1f} req/s ({verdict})")
         table.add_row("P99 SLA", _ms(report["sla_ms"]))
         table.add_row("idle latency", _ms(report["idle_latency_ms"]))
         table.add_row("steps", ", ".join(_step_text(s) for s in report["steps"]) or "-")

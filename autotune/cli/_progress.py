@@ -6,14 +6,16 @@ import math
 import warnings
 
 import optuna
+from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from autotune._run import RunSettings, open_study, prepare, run_study
-from autotune.results import StudySummary, summarize
+from autotune.results import StudySummary, confirmed_text, summarize, trials_table
 from autotune.space import TrialConfig
 from autotune.study import TrialResult, redact
+
+TABLE_ROWS = 20  # the run's end shows the top of the ranking; `autotune report` shows them all
 
 
 def _fmt_ms(value: float) -> str:
@@ -24,10 +26,12 @@ def run_with_progress(settings: RunSettings, console: Console) -> StudySummary:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say it better
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     prepared = prepare(settings)
+    for note in prepared.notes:  # the archive, the knobs found, the YAML keys overridden
+        console.print(note, markup=False, highlight=False)
     study, resumed = open_study(prepared)
     console.print(
         f"[bold]autotune[/] study [cyan]{prepared.study_name}[/] in {redact(settings.storage)}"
-        f" ({'resumed' if resumed else 'new'}): model {prepared.spec.name}, P99 <= "
+        f" ({'resumed' if resumed else 'new'}): model {prepared.model_name}, P99 <= "
         f"{settings.sla_ms:g} ms, {prepared.space.size()} configurations, "
         f"{prepared.hardware.cpu_cores} CPU cores, {prepared.hardware.gpus} GPUs"
     )
@@ -47,8 +51,9 @@ def run_with_progress(settings: RunSettings, console: Console) -> StudySummary:
                 description=f"trial {number}: {config.label()}  | best: {best_text[0]}",
             )
 
-        def on_end(trial: object, result: TrialResult) -> None:
-            number = getattr(trial, "number", -1)
+        def on_end(trial: FrozenTrial, result: TrialResult) -> None:
+            # Called after Optuna told the trial: the study's best already counts it.
+            number = trial.number
             mark = {"feasible": "[green]ok[/]", "over_sla": "[yellow]over SLA[/]"}.get(
                 result.verdict, "[red]failed[/]"
             )
@@ -59,11 +64,11 @@ def run_with_progress(settings: RunSettings, console: Console) -> StudySummary:
             )
             best = summarize(study).best
             if best is not None:
-                best_text[0] = f"{best.throughput_rps:.1f} req/s (trial {best.number})"
+                best_text[0] = f"{best.figure_rps:.1f} req/s (trial {best.number})"
 
         tuner = run_study(prepared, study, on_trial_start=on_start, on_trial_end=on_end)
     summary = summarize(study)
-    console.print(trials_table(summary))
+    console.print(trials_table(summary, limit=TABLE_ROWS))
     console.print(verdict_text(summary, stopped_early=tuner.stopped_early))
     if summary.best is not None:
         console.print(
@@ -73,39 +78,26 @@ def run_with_progress(settings: RunSettings, console: Console) -> StudySummary:
     return summary
 
 
-def trials_table(summary: StudySummary, limit: int = 20) -> Table:
-    table = Table(title=f"Trials (P99 SLA {summary.sla_ms:g} ms), best first")
-    for column in ("#", "configuration", "req/s", "P99 ms", "SLA", "note"):
-        table.add_column(column, justify="right" if column in ("#", "req/s", "P99 ms") else "left")
-    for line in summary.trials[:limit]:
-        note = "baseline" if line.baseline else ""
-        if line.failure:
-            note = (note + " " + line.failure)[:60].strip()
-        table.add_row(
-            str(line.number),
-            line.config.label(),
-            f"{line.throughput_rps:.1f}",
-            _fmt_ms(line.p99_ms),
-            "[green]meets[/]" if line.feasible else "[red]misses[/]",
-            note,
-        )
-    return table
-
-
 def verdict_text(summary: StudySummary, *, stopped_early: bool = False) -> str:
-    sla = f"{summary.sla_ms:g} ms"
+    sla = f"{summary.sla_ms:g} ms" if summary.sla_ms is not None else "the SLA"
     if summary.best is not None:
         best = summary.best
         speed = f"; {summary.speedup:.2f}x the TorchServe default" if summary.speedup else ""
+        confirmed = ""
+        if best.replicates is not None:
+            confirmed = f", confirmed {confirmed_text(best)}"
         return (
-            f"[bold green]Best configuration[/] (trial {best.number}): {best.config.label()}: "
-            f"{best.throughput_rps:.1f} req/s with P99 {best.p99_ms:.1f} ms <= {sla}{speed}"
+            f"[bold green]Best configuration[/] (trial {best.number}): {best.label}: "
+            f"{best.throughput_rps:.1f} req/s with P99 {best.p99_ms:.1f} ms <= {sla}"
+            f"{confirmed}{speed}"
         )
     lines = [f"[bold red]No configuration meets P99 <= {sla} on this host.[/]"]
+    if summary.confirmed:
+        lines = [f"[bold red]No configuration held P99 <= {sla} in every confirmation.[/]"]
     if summary.fastest is not None:
         fastest = summary.fastest
         lines.append(
-            f"Fastest P99: {fastest.p99_ms:,.0f} ms with {fastest.config.label()} "
+            f"Fastest P99: {fastest.p99_ms:,.0f} ms with {fastest.label} "
             f"(trial {fastest.number}); that configuration could meet an SLA of about "
             f"{summary.reachable_sla_ms:,.0f} ms."
         )

@@ -9,15 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import optuna
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
 from autotune._errors import ConfigError, StorageError
 from autotune.results import DashboardServer, study_artifact_dir
-from autotune.study import DEFAULT_STORAGE, open_storage, redact
-from autotune.study import schema as A
+from autotune.study import DEFAULT_STORAGE, check_sqlite_file, load_study
 
 StorageOption = Annotated[
     str, typer.Option("--storage", help="Optuna storage URL (SQLite file or PostgreSQL).")
@@ -26,42 +24,6 @@ StudyOption = Annotated[
     str | None,
     typer.Option("--study", help="Study name (default: the only study in the storage)."),
 ]
-
-
-def load_study(storage: str, study: str | None) -> optuna.Study:
-    """The named study, or the only one in the storage; a clear error otherwise."""
-    _check_sqlite_exists(storage)
-    opened = open_storage(storage)
-    try:
-        names = optuna.get_all_study_names(opened)
-    except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to a user
-        raise StorageError(f"cannot read studies from {redact(storage)}: {exc}") from exc
-    if study is None:
-        if not names:
-            raise StorageError(
-                f"no study in {redact(storage)}; run `autotune run` first or pass --storage"
-            )
-        if len(names) > 1:
-            raise ConfigError(
-                f"{redact(storage)} holds {len(names)} studies; pick one with --study: "
-                + ", ".join(sorted(names))
-            )
-        study = names[0]
-    elif study not in names:
-        known = ", ".join(sorted(names)) or "none"
-        raise ConfigError(f"no study {study!r} in {redact(storage)}; studies there: {known}")
-    return optuna.load_study(study_name=study, storage=opened)
-
-
-def _check_sqlite_exists(storage: str) -> None:
-    prefix = "sqlite:///"
-    if storage.startswith(prefix) and storage != prefix + ":memory:":
-        path = Path(storage[len(prefix) :].split("?", 1)[0])
-        if not path.is_file():
-            raise StorageError(
-                f"no database file {path} for --storage {storage}; "
-                "run `autotune run` first or pass the right --storage"
-            )
 
 
 def export(
@@ -98,7 +60,7 @@ def export(
         f"Exported trial {result.trial_number} ({result.config.label()}): "
         f"{result.throughput_rps:.1f} req/s at P99 {p99}"
     )
-    for path in (result.config_properties, result.model_config, result.archive):
+    for path in (result.config_properties, result.model_config, result.archive, result.env_file):
         if path is not None:
             console.print(f"  {path}", markup=False)
     if result.archive is None:
@@ -123,8 +85,7 @@ def report(
     loaded = load_study(storage, study)
     result = write_report(loaded, output, artifact_dir=artifact_dir)
     console = Console(highlight=False, soft_wrap=True)
-    sla = loaded.user_attrs.get(A.STUDY_SLA_MS)
-    console.print(trials_table(result.frame, sla_ms=float(sla) if sla is not None else None))
+    console.print(trials_table(result.study_summary))
     console.print(Markdown(result.summary))
     console.print(f"Wrote {len(result.files)} files to {output}", markup=False)
     for name, why in result.skipped.items():
@@ -156,7 +117,7 @@ def dashboard(
                 raise
             hint = "several studies and no --study: trial artifacts will not show"
     else:
-        _check_sqlite_exists(storage)
+        check_sqlite_file(storage)
     console = Console(highlight=False, soft_wrap=True)
     server = DashboardServer(storage, host=host, port=port, artifact_dir=artifact_dir)
     try:

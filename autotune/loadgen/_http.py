@@ -3,8 +3,9 @@
 aiohttp spends about 150 µs of CPU per request on this machine (6,000 req/s on one core, and
 one task per request inside ``ClientSession``); a load generator must stay far below the
 server's own cost. Here the request bytes are built once, each keep-alive connection is an
-``asyncio.Protocol`` that writes them and parses the status line and framing of the answer
-(``Content-Length``, chunked, or until close), and the answer is reported through one callback.
+``asyncio.Protocol`` that writes them and hands the answer's bytes to llhttp (``httptools``),
+which reads the status and the framing (``Content-Length``, chunked, or until close), and the
+answer is reported through one callback.
 
 ``HttpEngine`` owns a bounded pool: an idle connection is reused; a request that finds none
 waits in a FIFO queue for a busy one to free up, and when it is still waiting after
@@ -31,6 +32,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import cast
 
+import httptools
+
 from autotune._errors import LoadTestError
 from autotune.loadgen._target import Target
 
@@ -39,12 +42,6 @@ OnDone = Callable[[int, float, str | None], None]
 
 _MAX_HEAD = 64 * 1024
 _GROW_AFTER_S = 0.001
-_HEAD, _BODY, _CHUNKED, _UNTIL_CLOSE = range(4)
-_NO_BODY_STATUS = frozenset({204, 304})
-
-
-class _MalformedError(Exception):
-    pass
 
 
 def build_request(target: Target) -> tuple[bytes, str, int, bool]:
@@ -76,7 +73,14 @@ def build_request(target: Target) -> tuple[bytes, str, int, bool]:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; at most one request in flight (no pipelining)."""
+    """One keep-alive connection; at most one request in flight (no pipelining).
+
+    The answer is parsed by llhttp (``httptools.HttpResponseParser``, the parser uvicorn
+    uses), which reads the framing (``Content-Length``, chunked, or until close) and whether
+    the connection stays open (``should_keep_alive``: HTTP/1.0, and a ``Connection`` header
+    with a ``close`` token, e.g. ``Connection: close, x``); its callbacks only set flags, and
+    the engine is told once ``feed_data`` returns.
+    """
 
     def __init__(self, engine: HttpEngine) -> None:
         self._engine = engine
@@ -87,9 +91,12 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.status = 0
         self.must_close = False
-        self._buf = bytearray()
-        self._state = _HEAD
-        self._left = 0
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_bytes = 0  # bytes received before the head was complete
+        self._head_done = False
+        self._framed = False  # Content-Length or Transfer-Encoding seen in the head
+        self._done = False
+        self._extra = False  # another answer began after this one ended
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,12 +108,18 @@ class _Connection(asyncio.Protocol):
             return
         self.got_bytes = True
         try:
-            done = self._feed(data)
-        except (_MalformedError, ValueError):
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
             self._engine._fail(self, "malformed")
             return
-        if done:
+        if self._extra:  # bytes after the end of the answer
+            self._engine._fail(self, "malformed")
+        elif self._done:
             self._engine._complete(self)
+        elif not self._head_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD:
+                self._engine._fail(self, "malformed")
 
     def eof_received(self) -> bool:
         return False
@@ -114,14 +127,42 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._engine._lost(self)
 
+    # llhttp callbacks (httptools calls only those the protocol has)
+    def on_message_begin(self) -> None:
+        if self._done:
+            self._extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._head_done:
+            lowered = name.lower()
+            if lowered == b"content-length" or lowered == b"transfer-encoding":
+                self._framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:  # an interim 1xx answer: the real one follows
+            self._framed = False
+            return
+        self._head_done = True
+        self.status = status
+        self.must_close = not self._parser.should_keep_alive()
+        if self._engine.head_request:  # the answer to HEAD has no body, whatever it says
+            self._done = True
+            self._parser = httptools.HttpResponseParser(self)
+
+    def on_message_complete(self) -> None:
+        if self._head_done:
+            self._done = True
+
     # driven by the engine
     def send(self, rid: int, t_intended: float, request: bytes) -> None:
         assert self.transport is not None
         self.rid = rid
         self.t_intended = t_intended
         self.got_bytes = False
-        self._state = _HEAD
-        self._buf.clear()
+        self.status = 0
+        self._head_bytes = 0
+        self._head_done = self._framed = self._done = self._extra = False
         self.transport.write(request)
 
     def abort(self) -> None:
@@ -130,120 +171,8 @@ class _Connection(asyncio.Protocol):
 
     @property
     def body_until_close(self) -> bool:
-        return self._state == _UNTIL_CLOSE
-
-    # parsing
-    def _feed(self, data: bytes) -> bool:
-        """Takes bytes of the answer; True once the whole answer has arrived."""
-        if self._state == _BODY and not self._buf:
-            n = len(data)
-            if n < self._left:
-                self._left -= n
-                return False
-            if n > self._left:
-                raise _MalformedError("bytes after the end of the answer")
-            return True
-        buf = self._buf
-        buf += data
-        while True:
-            if self._state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise _MalformedError("header too long")
-                    return False
-                self._parse_head(bytes(buf[:end]))
-                del buf[: end + 4]
-                if self._state == _HEAD:  # an interim 1xx answer: the real one follows
-                    continue
-            if self._state == _BODY:
-                if len(buf) > self._left:
-                    raise _MalformedError("bytes after the end of the answer")
-                self._left -= len(buf)
-                buf.clear()
-                return self._left == 0
-            if self._state == _CHUNKED:
-                return self._feed_chunked()
-            buf.clear()  # _UNTIL_CLOSE: the body ends when the server closes
-            return False
-
-    def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        if not status_line.startswith(b"HTTP/1."):
-            raise _MalformedError("not an HTTP/1.x status line")
-        fields = status_line.split(None, 2)
-        status = int(fields[1]) if len(fields) > 1 else 0
-        if not 100 <= status <= 599:
-            raise _MalformedError("bad status")
-        close = status_line.startswith(b"HTTP/1.0")
-        length = -1
-        chunked = False
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise _MalformedError("header line without ':'")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-                if length < 0:
-                    raise _MalformedError("negative Content-Length")
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                token = value.strip().lower()
-                if token == b"close":
-                    close = True
-                elif token == b"keep-alive":
-                    close = False
-        if 100 <= status < 200:
-            return
-        self.status = status
-        self.must_close = close
-        if status in _NO_BODY_STATUS or self._engine.head_request:
-            self._state, self._left = _BODY, 0
-        elif chunked:
-            self._state, self._left = _CHUNKED, 0
-        elif length >= 0:
-            self._state, self._left = _BODY, length
-        else:
-            self._state = _UNTIL_CLOSE
-            self.must_close = True
-
-    def _feed_chunked(self) -> bool:
-        buf = self._buf
-        while True:
-            if self._left > 0:  # inside a chunk: its data, then CRLF
-                need = self._left + 2
-                if len(buf) < need:
-                    return False
-                if buf[need - 2 : need] != b"\r\n":
-                    raise _MalformedError("chunk without CRLF")
-                del buf[:need]
-                self._left = 0
-            if self._left == 0:  # a chunk-size line
-                eol = buf.find(b"\r\n")
-                if eol < 0:
-                    if len(buf) > 4096:
-                        raise _MalformedError("chunk size line too long")
-                    return False
-                size = int(bytes(buf[:eol]).split(b";", 1)[0], 16)
-                del buf[: eol + 2]
-                if size > 0:
-                    self._left = size
-                    continue
-                self._left = -1
-            # after the last chunk: optional trailers, then an empty line
-            if buf[:2] == b"\r\n":
-                if len(buf) > 2:
-                    raise _MalformedError("bytes after the end of the answer")
-                return True
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return False
-            if end + 4 != len(buf):
-                raise _MalformedError("bytes after the end of the answer")
-            return True
+        """The answer's head came without framing: its body ends when the server closes."""
+        return self._head_done and not self._done and not self._framed and self.must_close
 
 
 class HttpEngine:

@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from autotune.loadgen._stats import FloatArray
 
 
@@ -98,10 +96,6 @@ class LoadResult:
         }
         return {k: _json_value(v) for k, v in data.items()}
 
-    def over(self, sla_ms: float) -> int:
-        """Requests of the window over ``sla_ms``: slower, or errored."""
-        return int(np.count_nonzero(~(self.latencies_ms <= sla_ms)))
-
 
 @dataclass(frozen=True, kw_only=True)
 class GoodputResult:
@@ -127,12 +121,25 @@ class GoodputResult:
     burst_probe: LoadResult | None = None
     elapsed_s: float = 0.0
 
+    @property
+    def decided(self) -> bool:
+        """False when the best step reached its time cap undecided and passed on its point
+        estimate (see ``_goodput``): the goodput then rests on ``samples`` requests only."""
+        return self.best is None or self.best.verdict != "undecided"
+
+    @property
+    def samples(self) -> int:
+        """Requests of the best step: the sample behind the goodput's verdict (0 without)."""
+        return self.best.sent if self.best is not None else 0
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary: the search's figures, then each step without raw latencies."""
         return {
             "sla_ms": self.sla_ms,
             "goodput_rps": self.goodput_rps,
             "verdict": str(self.verdict),
+            "decided": self.decided,
+            "samples": self.samples,
             "idle_latency_ms": _json_value(self.idle_latency_ms),
             "capacity_rps": _json_value(self.capacity_rps),
             "requests": self.requests,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import binom
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -87,36 +88,19 @@ def summarize(latencies_ms: FloatArray) -> LatencySummary:
     )
 
 
-def _log_pmf_terms(n: int, upto: int, p: float) -> list[float]:
-    """log P(Binomial(n, p) = k) for k = 0 .. upto."""
-    log_q = math.log1p(-p)
-    ratio = math.log(p) - log_q
-    term = n * log_q
-    out = [term]
-    for k in range(min(upto, n)):
-        term += math.log((n - k) / (k + 1)) + ratio
-        out.append(term)
-    return out
-
-
-def _binom_cdf(t: int, n: int, p: float) -> float:
-    """P(Binomial(n, p) <= t)."""
-    if t >= n:
-        return 1.0
-    return min(1.0, math.fsum(math.exp(v) for v in _log_pmf_terms(n, t, p)))
-
-
 @functools.lru_cache(maxsize=4096)
 def pass_min_samples(over: int, confidence: float = 0.95) -> int:
     """Smallest sample size at which ``over`` requests over the SLA still prove P99 <= SLA."""
     _check_confidence(confidence)
     alpha = 1.0 - confidence
+    p = 1.0 - QUANTILE
+    # P(Binomial(n, p) <= over) falls as n grows: double, then bisect on scipy's exact cdf.
     lo, hi = over + 1, max(2 * (over + 1), 64)
-    while _binom_cdf(over, hi, 1.0 - QUANTILE) > alpha:
+    while binom.cdf(over, hi, p) > alpha:
         lo, hi = hi, 2 * hi
     while lo < hi:
         mid = (lo + hi) // 2
-        if _binom_cdf(over, mid, 1.0 - QUANTILE) <= alpha:
+        if binom.cdf(over, mid, p) <= alpha:
             hi = mid
         else:
             lo = mid + 1
@@ -127,21 +111,10 @@ def pass_min_samples(over: int, confidence: float = 0.95) -> int:
 def fail_min_over(n: int, confidence: float = 0.95) -> int:
     """Smallest count over the SLA among ``n`` that proves P99 > SLA."""
     _check_confidence(confidence)
-    alpha = 1.0 - confidence
     if n <= 0:
         return 1
-    # P(X >= t) = 1 - P(X <= t - 1): add the pmf term by term until the tail is small enough.
-    p = 1.0 - QUANTILE
-    log_q = math.log1p(-p)
-    ratio = math.log(p) - log_q
-    log_term = n * log_q
-    cdf = 0.0
-    for t in range(n + 1):
-        if 1.0 - cdf <= alpha:
-            return t
-        cdf += math.exp(log_term)
-        log_term += math.log((n - t) / (t + 1)) + ratio if t < n else 0.0
-    return n + 1
+    # The smallest t with P(X >= t) = sf(t - 1) <= alpha: one past scipy's inverse survival.
+    return int(binom.isf(1.0 - confidence, n, 1.0 - QUANTILE)) + 1
 
 
 def sla_verdict(*, samples: int, over: int, confidence: float = 0.95) -> Verdict:

@@ -40,10 +40,10 @@ from autotune.results._report import (
     pareto_frame,
     summary_rows,
     trials_frame,
-    trials_table,
     write_report,
 )
 from autotune.results._summary import StudySummary, TrialLine, summarize
+from autotune.results._table import confirmed_text, trials_table
 
 __all__ = [
     "CDF_PNG",
@@ -62,6 +62,7 @@ __all__ = [
     "SummaryRow",
     "TrialLine",
     "best_feasible_trial",
+    "confirmed_text",
     "dashboard_argv",
     "export_best",
     "export_properties",

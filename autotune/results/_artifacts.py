@@ -18,13 +18,13 @@ import numpy as np
 import numpy.typing as npt
 import optuna
 from matplotlib.figure import Figure
-from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
 from autotune._errors import ConfigError
 from autotune.serving import CONFIG_PROPERTIES_FILE
-from autotune.space import TrialConfig
+from autotune.study import TrialRecord
 from autotune.study import schema as A
 
 LATENCIES_FILE: Final = "latencies_ms.csv"
@@ -59,13 +59,21 @@ def save_trial_artifacts(
 ) -> None:
     """Upload the trial's config.properties, raw latencies and latency histogram.
 
-    The trial must still be running (Optuna refuses to update finished trials).
+    ``trial`` is the running ``optuna.Trial`` the objective got (Optuna attaches artifacts only
+    to running trials). The artifact ids are kept in the trial's user attr ``artifacts``
+    ({file name: id}), as Optuna's artifact tutorial does, so that they are read back through
+    ``trial.user_attrs``.
     """
     frozen = frozen_trial(study, trial)
     if frozen.state.is_finished():
         raise ValueError(
             f"trial {frozen.number} is {frozen.state.name}: Optuna attaches artifacts only to "
             "running trials; call save_trial_artifacts from the objective, before it returns"
+        )
+    if not isinstance(trial, optuna.Trial):
+        raise ValueError(
+            f"trial {frozen.number}: pass the optuna.Trial the objective got, not "
+            f"{type(trial).__name__}; its artifacts are attached through it"
         )
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(artifact_dir))
@@ -86,14 +94,13 @@ def save_trial_artifacts(
             histogram_path = folder / HISTOGRAM_FILE
             _plot_histogram(latencies, histogram_path, title=_trial_title(frozen), sla_ms=sla_ms)
             files.append((histogram_path, "image/png"))
-        for path, mimetype in files:
-            upload_artifact(
-                artifact_store=store,
-                file_path=str(path),
-                study_or_trial=frozen,
-                storage=study._storage,
-                mimetype=mimetype,
+        ids = {
+            path.name: upload_artifact(
+                artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype
             )
+            for path, mimetype in files
+        }
+    trial.set_user_attr(A.ARTIFACTS, ids)
 
 
 def load_latencies(
@@ -101,16 +108,13 @@ def load_latencies(
 ) -> npt.NDArray[np.float64] | None:
     """The raw latencies (ms) saved with the trial, or None when it has none."""
     frozen = frozen_trial(study, trial)
-    metas = [
-        m
-        for m in get_all_artifact_meta(frozen, storage=study._storage)
-        if m.filename == LATENCIES_FILE
-    ]
-    if not metas:
+    ids = frozen.user_attrs.get(A.ARTIFACTS)
+    artifact_id = ids.get(LATENCIES_FILE) if isinstance(ids, dict) else None
+    if not isinstance(artifact_id, str):
         return None
     store = FileSystemArtifactStore(str(artifact_dir))
     try:
-        with store.open_reader(metas[-1].artifact_id) as reader:
+        with store.open_reader(artifact_id) as reader:
             text = reader.read().decode()
     except ArtifactNotFound:
         return None
@@ -121,10 +125,7 @@ def load_latencies(
 
 
 def _label(trial: FrozenTrial) -> str:
-    config = trial.user_attrs.get(A.CONFIG)
-    if isinstance(config, dict):
-        return TrialConfig.from_dict(config).label()
-    return " ".join(f"{k}={v}" for k, v in trial.params.items())
+    return TrialRecord.from_frozen(trial).label
 
 
 def _trial_title(trial: FrozenTrial) -> str:

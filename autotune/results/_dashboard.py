@@ -6,63 +6,78 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import time
+import math
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from autotune._errors import ConfigError, StorageError
-from autotune.results._artifacts import _float_or_none, _label
-from autotune.serving import find_executable, stop_process_group
-from autotune.study import best_feasible, is_feasible
-from autotune.study import schema as A
+from autotune.results._summary import StudySummary, summarize
+from autotune.serving import ChildProcess, find_executable, wait_until
+from autotune.study import CONFIRMATION_RULE
 
 
 # -- the study note -------------------------------------------------------------------------------
 def study_note(study: optuna.Study) -> str:
     """The Markdown summary of a study: SLA, best configuration, P99, throughput, speed-up."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sla_ms = _float_or_none(study.user_attrs.get(A.STUDY_SLA_MS))
-    sla = f"{sla_ms:g} ms" if sla_ms is not None else "unknown"
-    feasible = [t for t in trials if is_feasible(t)]
+    return note_markdown(summarize(study))
+
+
+def note_markdown(summary: StudySummary) -> str:
+    """``study_note`` of a summary: what optuna-dashboard shows as the study's note."""
+    sla = f"{summary.sla_ms:g} ms" if summary.sla_ms is not None else "unknown"
+    confirmations = (
+        f" (and {summary.confirmation_trials} confirmation trials)"
+        if summary.confirmation_trials
+        else ""
+    )
     lines = [
-        f"## autotune: {study.study_name}",
+        f"## autotune: {summary.study_name}",
         "",
         f"- SLA: P99 <= {sla}",
-        f"- model: {study.user_attrs.get(A.STUDY_MODEL, 'unknown')}",
-        f"- trials: {len(trials)} complete, {len(feasible)} within the SLA",
+        f"- model: {summary.model or 'unknown'}",
+        f"- trials: {summary.complete} complete, {summary.feasible} within the SLA" + confirmations,
     ]
-    best = best_feasible(study)
+    best = summary.best
     if best is None:
-        p99s = [p for t in trials if (p := _float_or_none(t.user_attrs.get(A.P99_MS))) is not None]
-        fastest = f"{min(p99s):.1f} ms" if p99s else "not measured"
-        lines += ["", f"**No trial met the SLA.** The fastest P99 was {fastest}."]
+        fastest = summary.fastest
+        fastest_text = f"{fastest.p99_ms:.1f} ms" if fastest is not None else "not measured"
+        headline = (
+            "**No configuration held the SLA in every confirmation.**"
+            if summary.confirmed
+            else "**No trial met the SLA.**"
+        )
+        lines += ["", f"{headline} The fastest P99 was {fastest_text}."]
         return "\n".join(lines) + "\n"
-    throughput = _float_or_none(best.user_attrs.get(A.THROUGHPUT_RPS)) or float(best.value or 0)
-    p99 = _float_or_none(best.user_attrs.get(A.P99_MS))
-    baseline = next((t for t in trials if t.user_attrs.get(A.BASELINE) is True), None)
+    p99 = best.p99_ms
     lines += [
         "",
         f"### Best: trial {best.number}",
         "",
-        f"- configuration: `{_label(best)}`",
-        f"- throughput: **{throughput:.1f} req/s** at P99 "
-        + (f"**{p99:.1f} ms**" if p99 is not None else "n/a"),
-        f"- speed-up over the TorchServe default: {_speedup_text(throughput, baseline)}",
+        f"- configuration: `{best.label}`",
+        f"- throughput: **{best.throughput_rps:.1f} req/s** at P99 "
+        + (f"**{p99:.1f} ms**" if math.isfinite(p99) else "n/a"),
+    ]
+    reps = best.replicates
+    if reps is not None:
+        figures = ", ".join(f"{v:.1f}" for v in reps.throughput_rps)
+        spread = f"{reps.spread:.2f}x" if math.isfinite(reps.spread) else "inf"
+        lines.append(
+            f"- confirmed: **{reps.confirmed_rps:.1f} req/s** ({CONFIRMATION_RULE}: "
+            f"{figures}; spread {spread})"
+        )
+    lines += [
+        f"- speed-up over the TorchServe default: {_speedup_text(summary)}",
         "",
         "Deploy it with `autotune export`; Optuna's `study.best_trial` only counts trials that "
         "met the SLA (the dashboard's *Best Trial* card does not look at constraints).",
     ]
-    config = best.user_attrs.get(A.CONFIG)
-    if isinstance(config, Mapping):
+    if best.config is not None:
         lines += ["", "| setting | value |", "|---|---|"]
-        lines += [f"| {key} | {value} |" for key, value in config.items()]
+        lines += [f"| {key} | {value} |" for key, value in best.config.as_dict().items()]
     return "\n".join(lines) + "\n"
 
 
@@ -73,13 +88,14 @@ def save_study_note(study: optuna.Study) -> None:
     save_note(study, study_note(study))
 
 
-def _speedup_text(throughput: float, baseline: FrozenTrial | None) -> str:
+def _speedup_text(summary: StudySummary) -> str:
+    baseline = summary.baseline
     if baseline is None:
         return "n/a (no baseline trial)"
-    base = _float_or_none(baseline.user_attrs.get(A.THROUGHPUT_RPS)) or 0.0
-    if base <= 0:
+    speedup = summary.speedup
+    if speedup is None:
         return f"n/a (the default configuration, trial {baseline.number}, missed the SLA)"
-    return f"**{throughput / base:.2f}x** ({base:.1f} req/s in trial {baseline.number})"
+    return f"**{speedup:.2f}x** ({baseline.figure_rps:.1f} req/s in trial {baseline.number})"
 
 
 # -- optuna-dashboard as a child process ----------------------------------------------------------
@@ -119,7 +135,7 @@ class DashboardServer:
         self.port = port
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child = ChildProcess(self.argv, name="optuna-dashboard", log_path=log_path)
 
     @property
     def url(self) -> str:
@@ -128,18 +144,7 @@ class DashboardServer:
 
     def start(self) -> None:
         # Without a log file the dashboard's own messages go to our terminal.
-        log = self.log_path.open("ab") if self.log_path is not None else None
-        try:
-            self._proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            if log is not None:
-                log.close()
+        self._child.start()
         try:
             self._wait_ready()
         except BaseException:
@@ -147,35 +152,30 @@ class DashboardServer:
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        delay = 0.1
-        while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
+        def answers() -> bool:
+            if not self._child.is_alive():
                 where = f"; see {self.log_path}" if self.log_path is not None else ""
                 raise StorageError(f"optuna-dashboard exited during start-up{where}")
             with (
                 contextlib.suppress(urllib.error.URLError, OSError),
                 urllib.request.urlopen(f"{self.url}/api/meta", timeout=5) as response,
             ):
-                if response.status == 200:
-                    return
-            time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
-        raise StorageError(
-            f"optuna-dashboard did not answer on {self.url} within {self.startup_timeout_s:.0f} s"
+                return bool(response.status == 200)
+            return False
+
+        wait_until(
+            answers,
+            timeout_s=self.startup_timeout_s,
+            what=f"optuna-dashboard did not answer on {self.url}",
+            error=StorageError,
         )
 
     def wait(self) -> int:
         """Block until the dashboard exits; returns its exit status."""
-        assert self._proc is not None
-        return self._proc.wait()
+        return self._child.wait()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        stop_process_group(proc, timeout_s)
-        self._proc = None
+        self._child.stop(timeout_s)
 
     def __enter__(self) -> DashboardServer:
         self.start()

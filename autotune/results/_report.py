@@ -1,10 +1,12 @@
 """The report of a study: plain data first (a DataFrame of trials), renderers last.
 
-``trials_frame`` turns the study into one row per trial (params, every user attr of
-``autotune._attrs``, the SLA constraint and the feasible flag); ``pareto_front``,
-``summary_rows`` and ``param_importances`` compute on that data; the renderers (rich table,
-CSV/JSON, Markdown, matplotlib PNGs) only draw it. Figures are drawn on ``matplotlib.figure.Figure``
-with the Agg canvas, never through pyplot, so no global backend state is touched.
+``trials_frame`` turns the study into one row per trial (params, every user attr of the trial
+schema ``autotune.study.schema.TRIAL_FIELDS``, the SLA constraint and the feasible flag);
+``pareto_frame`` and ``param_importances`` compute on that data, ``summary_rows`` on the one
+summary of the study (``_summary.summarize``: the best, the baseline, the speed-up); the
+renderers (CSV/JSON, Markdown, matplotlib PNGs) only draw it; the trials table is ``_table``.
+Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas, never through pyplot, so
+no global backend state is touched.
 """
 
 from __future__ import annotations
@@ -22,54 +24,20 @@ import optuna
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from optuna.importance import BaseImportanceEvaluator, PedAnovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
-from rich.table import Table
-from rich.text import Text
 
 from autotune.results import _pareto
 from autotune.results._artifacts import load_latencies, percentile, study_artifact_dir
-from autotune.space import TrialConfig
+from autotune.results._summary import StudySummary, TrialLine, summarize
+from autotune.study import CONFIRMATION_RULE, TrialRecord, is_confirmation, is_feasible
 from autotune.study import schema as A
-from autotune.study import trial_constraint
 
-# Trial user attrs that become columns, in this order, whether a trial has them or not.
-ATTR_COLUMNS: Final = (
-    A.THROUGHPUT_RPS,
-    A.P50_MS,
-    A.P90_MS,
-    A.P99_MS,
-    A.P999_MS,
-    A.MEAN_MS,
-    A.MAX_MS,
-    A.IDLE_LATENCY_MS,
-    A.OFFERED_RPS,
-    A.REQUESTS,
-    A.ERRORS,
-    A.SLA_MS,
-    A.VERDICT,
-    A.FAILURE,
-    A.BASELINE,
-    A.DEPLOY_S,
-    A.MEASURE_S,
-    A.RETRY_OF,
-    A.REUSED_FROM,
-    A.HOST,
-    A.PID,
-)
-_FLOAT_ATTRS: Final = (
-    A.THROUGHPUT_RPS,
-    A.P50_MS,
-    A.P90_MS,
-    A.P99_MS,
-    A.P999_MS,
-    A.MEAN_MS,
-    A.MAX_MS,
-    A.IDLE_LATENCY_MS,
-    A.OFFERED_RPS,
-    A.SLA_MS,
-    A.DEPLOY_S,
-    A.MEASURE_S,
-)
+# Trial user attrs that become columns, in the schema's order, whether a trial has them or not
+# (dicts are left out: ``config`` is spread into ``config_*`` columns).
+ATTR_COLUMNS: Final = tuple(f.key for f in A.TRIAL_FIELDS if f.kind is not dict)
+_FLOAT_ATTRS: Final = tuple(f.key for f in A.TRIAL_FIELDS if f.kind is float)
+_DICT_ATTRS: Final = frozenset(f.key for f in A.TRIAL_FIELDS if f.kind is dict)
 MIN_TRIALS_FOR_IMPORTANCE: Final = 5
 
 CSV_FILE: Final = "trials.csv"
@@ -112,42 +80,28 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def _trial_row(trial: FrozenTrial) -> dict[str, Any]:
-    constraint = trial_constraint(trial)
-    complete = trial.state == TrialState.COMPLETE
-    config_dict = trial.user_attrs.get(A.CONFIG)
-    config = _config_of(trial)
+    record = TrialRecord.from_frozen(trial)
+    config = record.config
+    constraint = record.constraint
     row: dict[str, Any] = {
-        "number": trial.number,
-        "state": trial.state.name,
-        "feasible": complete and constraint is not None and constraint <= 0,
+        "number": record.number,
+        "state": record.state.name,
+        "feasible": record.feasible,
         "constraint": math.nan if constraint is None else float(constraint),
-        "value": trial.value if complete and trial.value is not None else math.nan,
+        "value": record.value if record.value is not None else math.nan,
         "device": config.device if config is not None else trial.params.get("device", "cpu"),
-        "label": config.label() if config is not None else _params_label(trial.params),
+        "label": record.label,
         "duration_s": trial.duration.total_seconds() if trial.duration is not None else math.nan,
     }
     row.update({f"params_{k}": v for k, v in trial.params.items()})
     for key, value in trial.user_attrs.items():
-        if key == A.CONFIG:
+        if key in _DICT_ATTRS:
             continue
         row[key] = None if isinstance(value, dict | list) else value
-    if isinstance(config_dict, Mapping):
-        row.update({f"config_{k}": v for k, v in config_dict.items()})
+    stored = trial.user_attrs.get(A.CONFIG)
+    if isinstance(stored, Mapping):
+        row.update({f"config_{k}": v for k, v in stored.items()})
     return row
-
-
-def _config_of(trial: FrozenTrial) -> TrialConfig | None:
-    data = trial.user_attrs.get(A.CONFIG)
-    if not isinstance(data, Mapping):
-        return None
-    try:
-        return TrialConfig.from_dict(dict(data))
-    except (TypeError, ValueError):
-        return None
-
-
-def _params_label(params: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items())
 
 
 def measured(df: pd.DataFrame) -> pd.DataFrame:
@@ -182,38 +136,40 @@ class SummaryRow:
     trial: int | None
     label: str
     p99_ms: float
-    throughput_rps: float
+    throughput_rps: float  # the confirmed figure of a confirmed trial
     speedup: float | None  # best throughput / baseline throughput; None when undefined
 
 
-def summary_rows(df: pd.DataFrame) -> list[SummaryRow]:
-    """Per device: the TorchServe-default trial and the best feasible trial, with the speed-up."""
+def summary_rows(summary: StudySummary) -> list[SummaryRow]:
+    """Per device: the TorchServe-default trial and the best trial, with the speed-up.
+
+    The study's best (``summary.best``) is its device's best; another device's best is the
+    first line of that device, in the summary's ranking, that could be a best.
+    """
     rows: list[SummaryRow] = []
-    baselines = df[df[A.BASELINE] & (df["state"] == TrialState.COMPLETE.name)]
-    any_baseline = baselines.iloc[0] if len(baselines) else None
-    done = df[df["state"] == TrialState.COMPLETE.name]
-    for device in sorted(done["device"].dropna().unique()):
-        of_device = done[done["device"] == device]
-        own = baselines[baselines["device"] == device]
-        baseline = own.iloc[0] if len(own) else any_baseline
-        base_rps = float(baseline[A.THROUGHPUT_RPS]) if baseline is not None else math.nan
-        if len(own):
-            rows.append(_summary_row(own.iloc[0], device, "default", base_rps))
-        feasible = of_device[of_device["feasible"]]
-        if len(feasible):
-            top = feasible.sort_values(
-                [A.THROUGHPUT_RPS, A.P99_MS], ascending=[False, True], kind="stable"
-            ).iloc[0]
-            rows.append(_summary_row(top, device, "best", base_rps))
+    done = [line for line in summary.trials if line.complete]
+    for device in sorted({line.device for line in done}):
+        of_device = [line for line in done if line.device == device]
+        own = next((line for line in of_device if line.baseline), None)
+        baseline = own or summary.baseline
+        base_rps = baseline.figure_rps if baseline is not None else math.nan
+        if own is not None:
+            rows.append(_summary_row(own, "default", base_rps))
+        if summary.best is not None and summary.best.device == device:
+            top: TrialLine | None = summary.best
         else:
-            p99 = of_device[A.P99_MS].min()
+            top = next((line for line in of_device if summary.qualifies(line)), None)
+        if top is not None:
+            rows.append(_summary_row(top, "best", base_rps))
+        else:
+            p99s = [line.p99_ms for line in of_device if math.isfinite(line.p99_ms)]
             rows.append(
                 SummaryRow(
                     device=device,
                     role="none",
                     trial=None,
                     label="no trial met the SLA",
-                    p99_ms=float(p99),
+                    p99_ms=min(p99s) if p99s else math.nan,
                     throughput_rps=0.0,
                     speedup=None,
                 )
@@ -221,31 +177,49 @@ def summary_rows(df: pd.DataFrame) -> list[SummaryRow]:
     return rows
 
 
-def _summary_row(row: pd.Series, device: str, role: str, base_rps: float) -> SummaryRow:
-    throughput = float(row[A.THROUGHPUT_RPS])
+def _summary_row(line: TrialLine, role: str, base_rps: float) -> SummaryRow:
+    throughput = line.figure_rps
     ok = math.isfinite(base_rps) and base_rps > 0 and math.isfinite(throughput)
     return SummaryRow(
-        device=device,
+        device=line.device,
         role=role,
-        trial=int(row["number"]),
-        label=str(row["label"]),
-        p99_ms=float(row[A.P99_MS]),
+        trial=line.number,
+        label=line.label,
+        p99_ms=line.p99_ms,
         throughput_rps=throughput,
         speedup=throughput / base_rps if ok else None,
     )
 
 
+def importance_evaluator() -> BaseImportanceEvaluator:
+    """The evaluator of the report's parameter importances (Optuna's own default, explicitly)."""
+    return PedAnovaImportanceEvaluator()
+
+
+def evaluator_name(evaluator: BaseImportanceEvaluator) -> str:
+    """``PedAnova`` for ``PedAnovaImportanceEvaluator``: the evaluator's class, without the
+    common suffix."""
+    return type(evaluator).__name__.removesuffix("ImportanceEvaluator") or type(evaluator).__name__
+
+
 def param_importances(
-    study: optuna.Study, *, min_trials: int = MIN_TRIALS_FOR_IMPORTANCE
+    study: optuna.Study,
+    *,
+    min_trials: int = MIN_TRIALS_FOR_IMPORTANCE,
+    evaluator: BaseImportanceEvaluator | None = None,
 ) -> tuple[dict[str, float], str | None]:
-    """Importances of the params for throughput over the feasible trials.
+    """Importances of the params for throughput over the feasible search trials, by
+    ``evaluator`` (``importance_evaluator()`` when None).
 
     Returns ``(importances, None)``, or ``({}, reason)`` when there are too few feasible trials
-    or too little variation to say anything.
+    or too little variation to say anything. Confirmation trials repeat a search trial's
+    configuration: they are left out.
     """
-    df = trials_frame(study)
-    numbers = set(df.loc[df["feasible"], "number"].astype(int))
-    feasible = [t for t in study.get_trials(deepcopy=False) if t.number in numbers and t.params]
+    feasible = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.params and is_feasible(t) and not is_confirmation(t)
+    ]
     if len(feasible) < min_trials:
         return {}, (
             f"parameter importances need at least {min_trials} feasible trials, "
@@ -261,7 +235,9 @@ def param_importances(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            importances = optuna.importance.get_param_importances(view, params=varied)
+            importances = optuna.importance.get_param_importances(
+                view, evaluator=evaluator or importance_evaluator(), params=varied
+            )
         except (ValueError, RuntimeError) as exc:
             return {}, f"parameter importances could not be computed: {exc}"
     if not importances or caught:
@@ -271,71 +247,6 @@ def param_importances(
 
 
 # -- renderers: text ------------------------------------------------------------------------------
-def trials_table(
-    df: pd.DataFrame, *, sla_ms: float | None = None, limit: int | None = None
-) -> Table:
-    """A rich table of the trials, best throughput first; feasible trials marked."""
-    sla = f" (SLA P99 <= {sla_ms:g} ms)" if sla_ms is not None else ""
-    table = Table(title=f"Trials{sla}", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("SLA", justify="center")
-    table.add_column("configuration", min_width=20, overflow="fold")
-    table.add_column("req/s", justify="right")
-    table.add_column("P99 ms", justify="right")
-    table.add_column("errors", justify="right")
-    table.add_column("note", overflow="fold")
-    ordered = df.assign(_rps=df[A.THROUGHPUT_RPS].fillna(-1.0)).sort_values(
-        ["feasible", "_rps", A.P99_MS, "number"],
-        ascending=[False, False, True, True],
-        kind="stable",
-    )
-    best = _best_number(df)
-    for _, row in (ordered if limit is None else ordered.head(limit)).iterrows():
-        table.add_row(
-            str(row["number"]),
-            _mark(row),
-            str(row["label"]),
-            _num(row[A.THROUGHPUT_RPS], 1),
-            _num(row[A.P99_MS], 1),
-            _num(row[A.ERRORS], 0),
-            _note(row, best),
-        )
-    return table
-
-
-def _best_number(df: pd.DataFrame) -> int | None:
-    feasible = df[df["feasible"]]
-    if not len(feasible):
-        return None
-    top = feasible.sort_values([A.THROUGHPUT_RPS, A.P99_MS], ascending=[False, True]).iloc[0]
-    return int(top["number"])
-
-
-def _mark(row: pd.Series) -> Text:
-    if row["state"] != TrialState.COMPLETE.name:
-        return Text(str(row["state"]).lower(), style="dim")
-    if row[A.FAILURE] is not None and isinstance(row[A.FAILURE], str):
-        return Text("failed", style="red")
-    if row["feasible"]:
-        return Text("✓", style="bold green")
-    return Text("✗", style="red")
-
-
-def _note(row: pd.Series, best: int | None) -> str:
-    notes = []
-    if best is not None and int(row["number"]) == best:
-        notes.append("best")
-    if row[A.BASELINE]:
-        notes.append("TorchServe default")
-    reused = row[A.REUSED_FROM]
-    if isinstance(reused, int | float) and not (isinstance(reused, float) and math.isnan(reused)):
-        notes.append(f"same as #{int(reused)}")
-    failure = row[A.FAILURE]
-    if isinstance(failure, str) and failure:
-        notes.append(failure if len(failure) <= 60 else failure[:57] + "...")
-    return ", ".join(notes)
-
-
 def _num(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -345,26 +256,25 @@ def _num(value: Any, digits: int) -> str:
         return "-"
 
 
-def markdown_summary(
-    df: pd.DataFrame,
-    *,
-    study_name: str,
-    sla_ms: float | None,
-    model: str | None = None,
-) -> str:
+def markdown_summary(summary: StudySummary) -> str:
     """The article-style table: per device the default and the best configuration."""
+    sla_ms = summary.sla_ms
     sla = f"P99 <= {sla_ms:g} ms" if sla_ms is not None else "unknown SLA"
-    complete = df[df["state"] == TrialState.COMPLETE.name]
+    confirmations = (
+        f" (and {summary.confirmation_trials} confirmation trials)"
+        if summary.confirmation_trials
+        else ""
+    )
     lines = [
-        f"# autotune report: {study_name}",
+        f"# autotune report: {summary.study_name}",
         "",
-        f"Model: {model or 'unknown'}. SLA: {sla}. Trials: {len(complete)} complete, "
-        f"{int(complete['feasible'].sum())} within the SLA.",
+        f"Model: {summary.model or 'unknown'}. SLA: {sla}. Trials: {summary.complete} complete, "
+        f"{summary.feasible} within the SLA{confirmations}.",
         "",
         "| device | configuration | trial | P99 (ms) | throughput (req/s) | speed-up |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for row in summary_rows(df):
+    for row in summary_rows(summary):
         what = {"default": "TorchServe default: ", "best": "best: "}.get(row.role, "")
         trial = "-" if row.trial is None else str(row.trial)
         speedup = "-" if row.speedup is None else f"{row.speedup:.2f}x"
@@ -378,6 +288,25 @@ def markdown_summary(
         "Throughput is goodput: the highest request rate served with P99 within the SLA and no "
         "errors. Speed-up = best throughput / throughput of the TorchServe default.",
     ]
+    if summary.confirmed:
+        lines += [
+            "",
+            "Confirmed configurations were measured again after the search; their throughput "
+            f"is the confirmed figure, {CONFIRMATION_RULE}:",
+            "",
+            "| trial | configuration | measurements (req/s) | spread | confirmed (req/s) |",
+            "|---:|---|---|---:|---:|",
+        ]
+        for line in summary.trials:
+            reps = line.replicates
+            if reps is None:
+                continue
+            figures = ", ".join(f"{v:.1f}" for v in reps.throughput_rps)
+            spread = f"{reps.spread:.2f}x" if math.isfinite(reps.spread) else "-"
+            lines.append(
+                f"| {line.number} | `{line.label}` | {figures} | {spread} "
+                f"| {reps.confirmed_rps:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -395,8 +324,11 @@ def _figure() -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
-def plot_tradeoff(df: pd.DataFrame, path: Path, *, sla_ms: float | None) -> None:
-    """Throughput against P99: feasible and infeasible trials, the SLA line, the Pareto front."""
+def plot_tradeoff(
+    df: pd.DataFrame, path: Path, *, sla_ms: float | None, best: int | None = None
+) -> None:
+    """Throughput against P99: feasible and infeasible trials, the SLA line, the Pareto front,
+    and the study's best (trial number ``best``, from the summary) annotated."""
     fig, ax = _figure()
     points = measured(df)
     feasible = points[points["feasible"]]
@@ -436,8 +368,7 @@ def plot_tradeoff(df: pd.DataFrame, path: Path, *, sla_ms: float | None) -> None
             edgecolors="black",
             label="TorchServe default",
         )
-    best = _best_number(df)
-    if best is not None:
+    if best is not None and (df["number"] == best).any():
         row = df[df["number"] == best].iloc[0]
         ax.annotate(
             f"best #{best}\n{row['label']}",
@@ -483,11 +414,14 @@ def plot_history(df: pd.DataFrame, path: Path) -> None:
     fig.savefig(path)
 
 
-def plot_importances(importances: Mapping[str, float], path: Path) -> None:
+def plot_importances(
+    importances: Mapping[str, float], path: Path, *, evaluator: BaseImportanceEvaluator
+) -> None:
+    """Bars of the importances, the axis naming the evaluator that computed them."""
     fig, ax = _figure()
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names], color="#4c72b0")
-    ax.set_xlabel("importance for throughput (feasible trials, PED-ANOVA)")
+    ax.set_xlabel(f"importance for throughput (feasible trials, {evaluator_name(evaluator)})")
     ax.set_title("Parameter importances")
     ax.grid(alpha=0.3, axis="x")
     fig.savefig(path)
@@ -534,7 +468,8 @@ class Report:
     """What ``write_report`` produced: the data, the files and what it skipped (and why)."""
 
     frame: pd.DataFrame
-    summary: str
+    summary: str  # the Markdown of summary.md
+    study_summary: StudySummary
     files: list[Path] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -543,10 +478,10 @@ def write_report(study: optuna.Study, out_dir: Path, *, artifact_dir: Path | Non
     """Write trials.csv/json, summary.md and the PNG plots of ``study`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     df = trials_frame(study)
-    sla_ms = _sla_of(study, df)
-    summary = markdown_summary(
-        df, study_name=study.study_name, sla_ms=sla_ms, model=study.user_attrs.get(A.STUDY_MODEL)
-    )
+    study_summary = summarize(study)
+    sla_ms = study_summary.sla_ms
+    best = study_summary.best.number if study_summary.best is not None else None
+    summary = markdown_summary(study_summary)
     files: list[Path] = []
     skipped: dict[str, str] = {}
 
@@ -558,45 +493,38 @@ def write_report(study: optuna.Study, out_dir: Path, *, artifact_dir: Path | Non
     write_json(df, target(JSON_FILE))
     target(SUMMARY_FILE).write_text(summary)
     if len(measured(df)):
-        plot_tradeoff(df, target(TRADEOFF_PNG), sla_ms=sla_ms)
+        plot_tradeoff(df, target(TRADEOFF_PNG), sla_ms=sla_ms, best=best)
         plot_history(df, target(HISTORY_PNG))
     else:
         skipped[TRADEOFF_PNG] = skipped[HISTORY_PNG] = "no trial was measured"
-    importances, reason = param_importances(study)
+    evaluator = importance_evaluator()
+    importances, reason = param_importances(study, evaluator=evaluator)
     if importances:
-        plot_importances(importances, target(IMPORTANCE_PNG))
+        plot_importances(importances, target(IMPORTANCE_PNG), evaluator=evaluator)
     else:
         skipped[IMPORTANCE_PNG] = reason or "no importances"
-    curves, reason = _cdf_curves(study, df, artifact_dir or study_artifact_dir(study))
+    curves, reason = _cdf_curves(study, study_summary, artifact_dir or study_artifact_dir(study))
     if curves:
         plot_latency_cdf(curves, target(CDF_PNG), sla_ms=sla_ms)
     else:
         skipped[CDF_PNG] = reason
-    return Report(frame=df, summary=summary, files=files, skipped=skipped)
-
-
-def _sla_of(study: optuna.Study, df: pd.DataFrame) -> float | None:
-    value = study.user_attrs.get(A.STUDY_SLA_MS)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    known = pd.to_numeric(df[A.SLA_MS], errors="coerce").dropna()
-    return float(known.iloc[0]) if len(known) else None
+    return Report(
+        frame=df, summary=summary, study_summary=study_summary, files=files, skipped=skipped
+    )
 
 
 def _cdf_curves(
-    study: optuna.Study, df: pd.DataFrame, artifact_dir: Path | None
+    study: optuna.Study, summary: StudySummary, artifact_dir: Path | None
 ) -> tuple[dict[str, npt.NDArray[np.float64]], str]:
     if artifact_dir is None:
         return {}, "the study has no artifact_dir (raw latencies are stored there)"
     picks: list[tuple[str, int]] = []
-    best = _best_number(df)
+    best = summary.best.number if summary.best is not None else None
     if best is not None:
         picks.append((f"best #{best}", best))
-    baseline = df[df[A.BASELINE]]
-    if len(baseline):
-        number = int(baseline.iloc[0]["number"])
-        if number != best:
-            picks.append((f"TorchServe default #{number}", number))
+    baseline = summary.baseline
+    if baseline is not None and baseline.number != best:
+        picks.append((f"TorchServe default #{baseline.number}", baseline.number))
     curves = _load_curves(study, picks, artifact_dir)
     if not curves:
         return {}, "no raw latencies stored for the best trial or the baseline"

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import tempfile
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
-from autotune._errors import AutotuneError, ServerError
+from autotune._errors import AutotuneError, ConfigError, DeploymentError, ServerError
 from autotune.loadgen import (
     GoodputResult,
     GoodputSettings,
@@ -20,11 +25,32 @@ from autotune.loadgen import (
     find_goodput,
     run_sync,
 )
-from autotune.serving._archive import build_archive, model_config, rewrite_model_config
-from autotune.serving._models import ModelSpec
+from autotune.serving._answers import answer_difference
+from autotune.serving._archive import ModelArchive, model_config, rewrite_model_config
+from autotune.serving._knobs import Knobs
 from autotune.serving._server import ServerSettings, TorchServe
 from autotune.space import Hardware, TrialConfig
 from autotune.study import TrialResult, Verdict
+
+# The environment variables that set a worker's threads: torch reads OMP's, MKL its own.
+THREAD_ENV: Final = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Answers checked per trial: a batch of identical requests (at most this many), each compared.
+_MAX_CHECK_REQUESTS: Final = 8
+_MAX_SOCKET_PATH: Final = 100  # AF_UNIX allows 107 bytes; keep a margin
+# A compiling trial is warm once a whole warm-up round takes less than this.
+_COMPILE_WARM_S: Final = 3.0
+_COMPILE_WARMUP_ROUNDS: Final = 4
+_FRAME = re.compile(r'^File "([^"]+)", line \d+, in (\S+)')
+_ERROR_LINE = re.compile(r"(\b[A-Za-z_.]*(?:Error|Exception)\b: .+)$")
+
+
+def thread_env(config: TrialConfig, knobs: Knobs) -> dict[str, str]:
+    """The server environment that gives each worker ``config``'s threads (cpu, environment)."""
+    if config.device != "cpu" or config.threads_per_worker <= 0:
+        return {}
+    if knobs.threads_via != "environment":
+        return {}
+    return dict.fromkeys(THREAD_ENV, str(config.threads_per_worker))
 
 
 def result_from_goodput(
@@ -98,45 +124,66 @@ def _error_kinds(step: LoadResult | None) -> str:
 
 
 class TorchServeEvaluator:
-    """Deploys each configuration on a real TorchServe and measures its goodput.
+    """Deploys each configuration of one archive on a real TorchServe and measures its goodput.
 
     The server is started once and reused; it is restarted only when it died or a server-level
-    setting changes. The model is archived once (no-archive format); each trial rewrites the
-    archive's model-config.yaml and registers it with the trial's batch size, delay and workers.
+    setting changes (the GPU count, the threads in its environment). The archive is unpacked
+    once (``open_archive``); each trial rewrites its model-config.yaml and registers it with the
+    trial's batch size, delay and workers. Before the measured window each trial answers the
+    sample input (a batch of identical requests), which also runs a compiling configuration's
+    first, compiling calls; the answers are compared with the reference answer
+    (:meth:`check_model`), and a difference is kept in :meth:`answer_change`.
     """
 
     def __init__(
         self,
         *,
-        spec: ModelSpec,
+        archive: ModelArchive,
+        knobs: Knobs,
         workdir: Path,
         hardware: Hardware,
         payload: bytes,
         sla_ms: float,
         load_settings: GoodputSettings,
-        handler_extra: dict[str, Any] | None = None,
+        handler_extra: Mapping[str, Any] | None = None,
+        response_timeout_s: int | None = None,
         startup_timeout_s: int = 300,
     ) -> None:
-        self.spec = spec
+        self.archive = archive
+        self.knobs = knobs
         self.workdir = workdir
         self.hardware = hardware
         self.payload = payload
         self.sla_ms = sla_ms
         self.load_settings = load_settings
         self.handler_extra = dict(handler_extra or {})
-        self.handler_extra.setdefault("torchscript_cache_dir", str(workdir / "torchscript-cache"))
+        self.response_timeout_s = response_timeout_s
         self.startup_timeout_s = startup_timeout_s
-        self.model_name = spec.name
-        self.store = workdir / "model-store"
-        self._archive: Path | None = None
+        self.model_name = archive.model_name
+        self.store = archive.directory.parent
+        self.reference: bytes | None = None
+        self._answer_changes: dict[TrialConfig, str | None] = {}
         self._server: TorchServe | None = None
+        self._short_dir: Path | None = None
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def model_config(self, config: TrialConfig) -> dict[str, Any]:
+        return model_config(
+            self.archive,
+            self.knobs,
+            config,
+            handler_extra=self.handler_extra,
+            response_timeout_s=self.response_timeout_s,
+        )
 
     def server_settings(self, config: TrialConfig) -> ServerSettings:
         # Every GPU stays visible to the server: a cpu trial pins deviceType: cpu in its YAML,
-        # so switching device needs no restart.
+        # so switching device needs no restart; a thread count in the environment does.
         return ServerSettings(
             number_of_gpu=self.hardware.gpus,
-            default_response_timeout_s=self.spec.response_timeout_s,
+            default_response_timeout_s=self.archive.response_timeout_s(),
+            env=thread_env(config, self.knobs),
         )
 
     def _ensure_server(self, config: TrialConfig) -> TorchServe:
@@ -146,47 +193,53 @@ class TorchServeEvaluator:
             server.stop()
             server = None
         if server is None:
-            server = TorchServe(
-                workdir=self.workdir / "server", model_store=self.store, settings=wanted
-            )
+            server = TorchServe(workdir=self._server_dir(), model_store=self.store, settings=wanted)
             server.start()
             self._server = server
         return server
 
-    def _ensure_archive(self, config: TrialConfig) -> Path:
-        if self._archive is None or not self._archive.is_dir():
-            self._archive = build_archive(
-                self.spec,
-                self.store,
-                model_name=self.model_name,
-                initial_config=model_config(self.spec, config, extra_handler=self.handler_extra),
-            )
-        return self._archive
+    def _server_dir(self) -> Path:
+        """The server's folder: under the run's, unless that path is too long for the workers'
+        unix sockets (``<dir>/tmp/.ts.sock.<port>``, at most 107 bytes); then a short one in
+        the system's temporary folder (its path is in every error message)."""
+        wanted = self.workdir / "server"
+        if len(str(wanted / "tmp" / ".ts.sock.65535")) <= _MAX_SOCKET_PATH:
+            return wanted
+        if self._short_dir is None:
+            self._short_dir = Path(tempfile.mkdtemp(prefix="autotune-server-"))
+        return self._short_dir
+
+    # -- deployment ------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def deployed(self, config: TrialConfig) -> Iterator[Target]:
         """Register the configuration; yields the load target; always unregisters."""
-        archive = self._ensure_archive(config)
-        rewrite_model_config(
-            archive, model_config(self.spec, config, extra_handler=self.handler_extra)
-        )
+        content = self.model_config(config)
+        rewrite_model_config(self.archive, content)
         server = self._ensure_server(config)
         server.unregister(self.model_name)  # leftovers of an interrupted trial
+        timeout_s = int(content.get("responseTimeout") or self.archive.response_timeout_s())
         try:
-            server.register(
-                model_name=self.model_name,
-                url=archive.name,
-                batch_size=config.batch_size,
-                max_batch_delay_ms=config.max_batch_delay_ms,
-                workers=config.workers,
-                response_timeout_s=self.spec.response_timeout_s,
-                startup_timeout_s=self.startup_timeout_s,
-            )
+            try:
+                server.register(
+                    model_name=self.model_name,
+                    url=self.archive.url,
+                    batch_size=config.batch_size,
+                    max_batch_delay_ms=config.max_batch_delay_ms,
+                    workers=config.workers,
+                    response_timeout_s=timeout_s,
+                    startup_timeout_s=self.startup_timeout_s,
+                )
+            except DeploymentError as exc:
+                error = worker_error(server)
+                if error:
+                    raise DeploymentError(f"{exc}; the worker said: {error}") from exc
+                raise
             yield Target(
                 url=server.prediction_url(self.model_name),
                 payload=self.payload,
                 headers=server.inference_headers(),
-                timeout_s=float(self.spec.response_timeout_s),
+                timeout_s=float(timeout_s),
                 metrics_url=f"{server.metrics_url}/metrics",
                 metrics_model=self.model_name,
             )
@@ -194,10 +247,77 @@ class TorchServeEvaluator:
             if server.is_alive():
                 server.unregister(self.model_name)
 
+    def _answers(self, target: Target, count: int) -> list[tuple[int, bytes]]:
+        """``count`` identical requests sent together (so that they can form one batch)."""
+
+        def one(_: int) -> tuple[int, bytes]:
+            headers = {**target.headers, "Content-Type": "application/octet-stream"}
+            request = urllib.request.Request(
+                target.url, data=target.payload, method="POST", headers=headers
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=target.timeout_s) as response:
+                    return int(response.status), bytes(response.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+            except (urllib.error.URLError, OSError) as exc:
+                return 0, str(exc).encode()
+
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return list(pool.map(one, range(count)))
+
+    def check_model(self, config: TrialConfig) -> bytes:
+        """Deploy ``config`` and answer the sample input once, before any trial: the model's
+        own failure (a handler that does not import, weights that do not load, an input it
+        refuses) ends the run here with the worker's error, instead of failing every trial.
+        The answer becomes the reference every trial's answers are compared with."""
+        try:
+            with self.deployed(config) as target:
+                status, body = self._answers(target, 1)[0]
+        except DeploymentError as exc:
+            raise DeploymentError(
+                f"the model in {self.archive.source} does not load: {_cause(exc)}"
+            ) from None
+        if status != 200:
+            text = body[:300].decode(errors="replace").strip().replace("\n", " ")
+            raise ConfigError(
+                f"the model answered the --input sample with HTTP {status}: {text}; "
+                "give an --input the handler accepts"
+            )
+        self.reference = body
+        return body
+
+    def answer_change(self, config: TrialConfig) -> str | None:
+        """How ``config``'s answers differed from the reference, or None (same, or unchecked)."""
+        return self._answer_changes.get(config)
+
+    def _check_answers(self, target: Target, config: TrialConfig) -> None:
+        count = max(1, min(config.batch_size, _MAX_CHECK_REQUESTS))
+        change: str | None = None
+        for status, body in self._answers(target, count):
+            if status == 200 and self.reference is not None and change is None:
+                change = answer_difference(self.reference, body)
+        self._answer_changes[config] = change
+        if config.compile:
+            self._warm_compiled(target, config)
+
+    def _warm_compiled(self, target: Target, config: TrialConfig) -> None:
+        """Every worker compiles on its own first calls, again for a batch of another size:
+        send single requests, full batches and every worker's batch at once until a whole
+        round is quick (at most ``_COMPILE_WARMUP_ROUNDS``), outside the measured window."""
+        sizes = sorted({1, config.batch_size, min(config.workers * config.batch_size, 32)})
+        for _ in range(_COMPILE_WARMUP_ROUNDS):
+            started = time.monotonic()
+            for size in sizes:
+                self._answers(target, size)
+            if time.monotonic() - started < _COMPILE_WARM_S:
+                return
+
     def evaluate(self, config: TrialConfig) -> TrialResult:
         started = time.monotonic()
         try:
             with self.deployed(config) as target:
+                self._check_answers(target, config)
                 deploy_s = time.monotonic() - started
                 goodput = run_sync(
                     find_goodput(target, sla_ms=self.sla_ms, settings=self.load_settings)
@@ -219,6 +339,49 @@ class TorchServeEvaluator:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def worker_error(server: TorchServe) -> str | None:
+    """The error a worker died of, from ``model_log.log`` since the server started: the last
+    exception chain's root cause (not TorchServe's fallback to a stock handler of the same
+    name), with the handler-side function it was raised in."""
+    if not (server.log_dir / "model_log.log").is_file():
+        return None
+    chain: list[tuple[str, str | None]] = []  # (error line, the frame it was raised in)
+    frame: str | None = None
+    chained = False
+    for line in server.log_tail(600).splitlines():
+        if "MODEL_LOG - " not in line:
+            continue
+        message = line.split("MODEL_LOG - ", 1)[1].strip()
+        if message.startswith("Traceback (most recent call last)"):
+            if not chained:
+                chain = []
+            chained, frame = False, None
+            continue
+        if message.startswith("During handling of the above exception") or message.startswith(
+            "The above exception was the direct cause"
+        ):
+            chained = True
+            continue
+        found = _FRAME.match(message)
+        if found and ("/ts/" in found.group(1) or "site-packages" not in found.group(1)):
+            frame = f"in {found.group(2)}, {Path(found.group(1)).name}"
+        match = _ERROR_LINE.search(message)
+        if match and not message.startswith("File "):
+            chain.append((match.group(1), frame))
+    causes = [c for c in chain if "No module named 'ts.torch_handler." not in c[0]] or chain
+    if not causes:
+        return None
+    error, where = causes[0]
+    if len(error) > 160 and ". " in error:  # the first sentence names it
+        error = error.split(". ", 1)[0] + "."
+    return (f"{error} ({where})" if where else error)[:300]
+
+
+def _cause(exc: Exception) -> str:
+    text = str(exc)
+    return text.split("; the worker said: ", 1)[-1] if "; the worker said: " in text else text
 
 
 def _failure_reason(exc: Exception, server: TorchServe | None) -> str:

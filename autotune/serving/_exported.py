@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
 from autotune._errors import ConfigError, DeploymentError
+from autotune.serving._process import wait_until
+from autotune.serving._properties import read_env
 from autotune.serving._server import ServerSettings, TorchServe, torchserve_executable
 
 CONFIG_PROPERTIES_FILE: Final = "config.properties"
 MODEL_STORE_DIR: Final = "model-store"
+# The environment TorchServe must start with (threads per worker), KEY=VALUE lines.
+ENV_FILE: Final = "torchserve.env"
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -33,7 +36,9 @@ class ExportedServer(TorchServe):
     """TorchServe started from an export's config.properties as is; always stopped.
 
     Only ``--start --foreground --ncs --ts-config`` is passed: the model store, the model, its
-    workers and batching, the addresses and the security settings all come from the file.
+    workers and batching, the addresses and the security settings all come from the file. The
+    export's ``torchserve.env``, when there is one, is the server's environment, as in the
+    start command the export prints (``env $(cat torchserve.env) torchserve --start ...``).
     """
 
     def __init__(self, export_dir: Path, *, workdir: Path, startup_timeout_s: float = 180.0):
@@ -43,11 +48,14 @@ class ExportedServer(TorchServe):
         for key in ("inference_address", "management_address", "metrics_address"):
             if key not in self.properties:
                 raise ConfigError(f"{self.config_path} has no {key}")
+        env_path = self.export_dir / ENV_FILE
         host = urllib.parse.urlsplit(self.properties["inference_address"]).hostname or "127.0.0.1"
         super().__init__(
             workdir=workdir,
             model_store=Path(self.properties.get("model_store", self.export_dir / MODEL_STORE_DIR)),
-            settings=ServerSettings(host=host),
+            settings=ServerSettings(
+                host=host, env=read_env(env_path) if env_path.is_file() else {}
+            ),
             startup_timeout_s=startup_timeout_s,
             port_attempts=1,
         )
@@ -84,19 +92,21 @@ class ExportedServer(TorchServe):
 
     def wait_model_ready(self, model_name: str, *, timeout_s: float = 180.0) -> dict[str, Any]:
         """Wait until every worker of the model loaded at start-up is READY; its description."""
-        deadline = time.monotonic() + timeout_s
-        delay = 0.2
-        while True:
+        states: list[Any] = []
+
+        def ready() -> dict[str, Any] | None:
             described = self.describe(model_name)[0]
             workers = described.get("workers", [])
+            states[:] = [w.get("status") for w in workers]
             wanted = int(described.get("minWorkers", 1))
             if len(workers) >= wanted and all(w.get("status") == "READY" for w in workers):
                 return described
-            if time.monotonic() > deadline:
-                states = json.dumps([w.get("status") for w in workers])
-                raise DeploymentError(
-                    f"{model_name}: workers not ready within {timeout_s:.0f} s ({states}); "
-                    f"see {self.log_dir}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            return None
+
+        try:
+            return wait_until(
+                ready, timeout_s=timeout_s, what=f"{model_name}: workers not ready",
+                first_delay_s=0.2, max_delay_s=2.0, error=DeploymentError,
+            )  # fmt: skip
+        except DeploymentError as exc:
+            raise DeploymentError(f"{exc} ({json.dumps(states)}); see {self.log_dir}") from None

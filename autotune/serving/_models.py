@@ -1,4 +1,6 @@
-"""The models the tuner can deploy: the built-in ones, or a user's own handler file."""
+"""The models the tuner can deploy: a TorchServe archive of the user's, or a built-in model (or a
+self-contained handler file), which is built into such an archive first and from then on is
+handled exactly as a user's archive (``ModelSource``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from autotune._errors import ConfigError
+from autotune.serving._archive import build_archive
 
 
 def _handler(file: str) -> Path:
@@ -33,6 +36,21 @@ class ModelSpec:
     handler_defaults: Mapping[str, Any] = field(default_factory=dict)
     response_timeout_s: int = 120
     default_trials: int = 20
+    extra_files: tuple[Path, ...] = ()  # shipped beside the handler (--extra-files)
+
+    def archive_config(self) -> dict[str, Any]:
+        """The model-config.yaml the built archive carries: the model's own settings."""
+        return {"responseTimeout": self.response_timeout_s, "handler": dict(self.handler_defaults)}
+
+    def build(self, cache_dir: Path) -> Path:
+        """The model as a ``.mar``, built once per content into ``cache_dir``."""
+        return build_archive(
+            model_name=self.name,
+            handler=self.handler_path,
+            extra_files=self.extra_files,
+            config=self.archive_config(),
+            cache_dir=cache_dir,
+        )
 
 
 BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
@@ -51,6 +69,27 @@ BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 handler_defaults={"min_size": 800, "max_size": 1333, "detections_per_img": 100},
                 response_timeout_s=300,
                 default_trials=30,
+                extra_files=(_handler("autotune_handler_utils.py"),),
+            ),
+            ModelSpec(
+                name="animated_drawings_d2",
+                description=(
+                    "Animated Drawings figure detector as the article serves it: Detectron2's "
+                    "Mask R-CNN R50-FPN (mask_rcnn_R_50_FPN_3x), random weights unless a "
+                    "checkpoint is given; needs Detectron2 installed"
+                ),
+                handler_path=_handler("maskrcnn_detector.py"),
+                sample_path=_asset("drawing.jpg"),
+                space="animated_drawings",
+                handler_defaults={
+                    "backend": "detectron2",
+                    "min_size": 800,
+                    "max_size": 1333,
+                    "detections_per_img": 100,
+                },
+                response_timeout_s=300,
+                default_trials=30,
+                extra_files=(_handler("autotune_handler_utils.py"),),
             ),
             ModelSpec(
                 name="quick",
@@ -61,6 +100,7 @@ BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 handler_defaults={"image_size": 224},
                 response_timeout_s=60,
                 default_trials=10,
+                extra_files=(_handler("autotune_handler_utils.py"),),
             ),
         )
     }
@@ -70,28 +110,73 @@ DEFAULT_MODEL = "animated_drawings"
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def get_model(name: str, *, response_timeout_s: int | None = None) -> ModelSpec:
+ARCHIVE_SPACE = "archive"  # the search space of a user's archive (search_spaces/archive.yaml)
+ARCHIVE_TRIALS = 10
+_ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz")
+
+
+def get_model(name: str) -> ModelSpec:
     """A built-in model by name, or a handler file of the user's (``--model my_handler.py``)."""
     if name in BUILTIN_MODELS:
-        spec = BUILTIN_MODELS[name]
-    elif name.endswith(".py"):
+        return BUILTIN_MODELS[name]
+    if name.endswith(".py"):
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"--model {name}: no such handler file")
-        spec = ModelSpec(
+        return ModelSpec(
             name=_SAFE.sub("_", path.stem).strip("_") or "model",
             description=f"custom handler {path.name}",
             handler_path=path.resolve(),
             sample_path=None,
             space="quick",
         )
-    else:
-        known = ", ".join(sorted(BUILTIN_MODELS))
-        raise ConfigError(
-            f"unknown model {name!r}; use --model with one of: {known}, or a handler file (.py)"
-        )
-    if response_timeout_s is not None:
-        from dataclasses import replace
+    known = ", ".join(sorted(BUILTIN_MODELS))
+    raise ConfigError(
+        f"unknown model {name!r}; use --model with one of: {known}, a TorchServe archive "
+        "(.mar, .tar.gz, a no-archive folder) or a handler file (.py)"
+    )
 
-        spec = replace(spec, response_timeout_s=response_timeout_s)
-    return spec
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    """Where a run's archive comes from: a user's archive, or a built-in model built into one."""
+
+    label: str  # what the study records as its model: a built-in name or the archive's path
+    archive: Path
+    spec: ModelSpec | None = None  # a built-in model (or handler file): sample, space, trials
+
+    @property
+    def sample_path(self) -> Path | None:
+        return self.spec.sample_path if self.spec is not None else None
+
+    @property
+    def space(self) -> str:
+        return self.spec.space if self.spec is not None else ARCHIVE_SPACE
+
+    @property
+    def default_trials(self) -> int:
+        return self.spec.default_trials if self.spec is not None else ARCHIVE_TRIALS
+
+
+def is_archive_path(model: str) -> bool:
+    path = Path(model)
+    return (
+        model.endswith(_ARCHIVE_SUFFIXES)
+        or path.is_dir()
+        or (path.exists() and not model.endswith(".py"))
+    )
+
+
+def model_source(model: str, *, cache_dir: Path) -> ModelSource:
+    """``--model``: a built-in name, a handler file (.py), or a path to an archive."""
+    if model in BUILTIN_MODELS or model.endswith(".py"):
+        spec = get_model(model)
+        return ModelSource(
+            label=model if model in BUILTIN_MODELS else str(spec.handler_path),
+            archive=spec.build(cache_dir),
+            spec=spec,
+        )
+    if is_archive_path(model):
+        return ModelSource(label=str(Path(model).resolve()), archive=Path(model).resolve())
+    get_model(model)  # raises: names the built-in models and the archive forms
+    raise AssertionError("unreachable")

@@ -1,18 +1,40 @@
-"""The console scripts autotune drives (torchserve, torch-model-archiver, optuna-dashboard):
-finding them, and stopping what they started."""
+"""The child processes autotune drives (torchserve, optuna-dashboard): finding their scripts,
+starting them so that they die with us, waiting for them with a deadline, and stopping them.
+
+``ChildProcess`` is the one way a server is started. Its command runs under a small guard in a
+session (process group) of its own. The guard asks the kernel for a parent-death signal
+(``prctl(PR_SET_PDEATHSIG)``): when autotune dies, even by SIGKILL, the guard kills its whole
+group and whatever else descends from it. That matters because ``torchserve --start
+--foreground`` is a Python wrapper that starts Java, which starts the Python workers; a
+parent-death signal on the wrapper alone would leave Java and the workers running. Each started
+child is also written down in the host folder (``host_dir()/children``) with its owner, so that
+the next run on the host finds and stops what a dead run left (``reap_orphans``), should the
+signal not have been delivered (a kernel that lacks it, a guard killed first).
+
+``wait_until(predicate, timeout_s=..., what=...)`` is the one wait with a deadline and backoff.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
+
+from autotune._errors import ServerError
+
+T = TypeVar("T")
 
 
 def find_executable(name: str) -> str | None:
@@ -21,6 +43,253 @@ def find_executable(name: str) -> str | None:
     if local.exists():
         return str(local)
     return shutil.which(name)
+
+
+# -- waiting ----------------------------------------------------------------------------------
+def wait_until(
+    predicate: Callable[[], T | None],
+    *,
+    timeout_s: float,
+    what: str,
+    first_delay_s: float = 0.1,
+    max_delay_s: float = 1.0,
+    error: type[Exception] = ServerError,
+) -> T:
+    """Call ``predicate`` until it returns something truthy, and return that.
+
+    Between calls it sleeps with backoff (x1.5, from ``first_delay_s`` to ``max_delay_s``); once
+    ``timeout_s`` has passed it raises ``error`` saying ``what`` did not happen in time. The
+    predicate raises to give up early (e.g. the process it waits for exited).
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = first_delay_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise error(f"{what} within {timeout_s:.0f} s")
+        time.sleep(min(delay, left))
+        delay = min(delay * 1.5, max_delay_s)
+
+
+# -- the host folder and the record of our children -------------------------------------------
+def host_dir() -> Path:
+    """This user's host-wide folder of autotune (the measurement lock, the children record).
+
+    ``$AUTOTUNE_HOST_DIR`` when set (tests), else ``$XDG_RUNTIME_DIR/autotune``, else
+    ``/tmp/autotune-<uid>``; created private (0700).
+    """
+    explicit = os.environ.get("AUTOTUNE_HOST_DIR")
+    if explicit:
+        path = Path(explicit)
+    elif os.environ.get("XDG_RUNTIME_DIR") and Path(os.environ["XDG_RUNTIME_DIR"]).is_dir():
+        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "autotune"
+    else:
+        path = Path(tempfile.gettempdir()) / f"autotune-{os.getuid()}"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _children_dir() -> Path:
+    path = host_dir() / "children"
+    path.mkdir(exist_ok=True, mode=0o700)
+    return path
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _same_process(pid: int, create_time: float) -> bool:
+    """Whether ``pid`` is still the process that was created at ``create_time``."""
+    now = _create_time(pid)
+    return now is not None and abs(now - create_time) < 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildRecord:
+    """A started child as written in ``host_dir()/children``: its group and its owner."""
+
+    name: str
+    pgid: int  # the guard's pid, leader of the child's process group
+    create_time: float
+    owner_pid: int
+    owner_create_time: float
+    argv: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return _children_dir() / f"{self.pgid}.json"
+
+    def write(self) -> None:
+        data = {**self.__dict__, "argv": list(self.argv)}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.path)
+
+    @classmethod
+    def read(cls, path: Path) -> ChildRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{**data, "argv": tuple(data["argv"])})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def owner_alive(self) -> bool:
+        return _same_process(self.owner_pid, self.owner_create_time)
+
+    def members(self) -> list[psutil.Process]:
+        """The live processes of the child's group (none when the group id was reused)."""
+        leader = _create_time(self.pgid)
+        if leader is not None and abs(leader - self.create_time) >= 0.05:
+            return []  # the pid now belongs to another process: its group is not ours
+        return [p for p in _group_members(self.pgid) if p.pid != os.getpid()]
+
+
+def reap_orphans() -> list[ChildRecord]:
+    """Stop every recorded child whose owner died (a run killed with SIGKILL); returns them.
+
+    Children of live owners (another run on the host) are left alone.
+    """
+    reaped = []
+    for path in sorted(_children_dir().glob("*.json")):
+        record = ChildRecord.read(path)
+        if record is None:
+            path.unlink(missing_ok=True)
+            continue
+        if record.owner_alive():
+            continue
+        members = record.members()
+        for p in members:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(members, timeout=10)
+        path.unlink(missing_ok=True)
+        if members:
+            reaped.append(record)
+    return reaped
+
+
+# -- starting and stopping --------------------------------------------------------------------
+# Runs as ``python -c _GUARD <parent pid> <argv...>``, leader of its own session. It asks for a
+# parent-death signal, starts the command in its group, mirrors its exit status, and on the
+# parent's death kills the group and every descendant (even one that left the group).
+_GUARD = r"""
+import ctypes, os, signal, subprocess, sys
+parent = int(sys.argv[1])
+def die(*_):
+    try:
+        import psutil
+        for p in psutil.Process().children(recursive=True):
+            try: p.kill()
+            except psutil.Error: pass
+    finally:
+        os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGUSR1, die)
+ctypes.CDLL(None, use_errno=True).prctl(1, ctypes.c_ulong(signal.SIGUSR1))  # PR_SET_PDEATHSIG
+if os.getppid() != parent:
+    die()
+def term(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+signal.signal(signal.SIGTERM, term)
+child = subprocess.Popen(sys.argv[2:])
+while True:
+    try:
+        code = child.wait()
+        break
+    except InterruptedError:
+        pass
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+class ChildProcess:
+    """One long-running child (a server): its own session, dies with us, always stopped.
+
+    ``start()`` runs ``argv`` under the guard of the module docstring, with stdout and stderr to
+    ``log_path`` (or ours); ``stop()`` stops its whole process group (``stop_process_group``).
+    Start it from a thread that lives as long as the child should: the kernel sends the
+    parent-death signal when the *thread* that started it ends.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.argv = tuple(argv)
+        self.name = name
+        self.cwd = cwd
+        self.env = dict(env) if env is not None else None
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._record: ChildRecord | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the guard, leader of the child's process group."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        if self.is_alive():
+            return
+        # Without a log file the child's messages go to our terminal.
+        log = self.log_path.open("ab") if self.log_path is not None else None
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _GUARD, str(os.getpid()), *self.argv],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT if log is not None else None,
+                start_new_session=True,
+            )
+        finally:
+            if log is not None:
+                log.close()
+        me = psutil.Process()
+        record = ChildRecord(
+            name=self.name,
+            pgid=self._proc.pid,
+            create_time=_create_time(self._proc.pid) or time.time(),
+            owner_pid=me.pid,
+            owner_create_time=float(me.create_time()),
+            argv=self.argv,
+        )
+        with contextlib.suppress(OSError):
+            record.write()
+            self._record = record
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Block until the child exits; its exit status."""
+        if self._proc is None:
+            raise ServerError(f"{self.name} was never started")
+        return self._proc.wait(timeout=timeout_s)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the child and everything it started (see ``stop_process_group``). Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        stop_process_group(proc, timeout_s)
+        self._proc = None
+        if self._record is not None:
+            self._record.path.unlink(missing_ok=True)
+            self._record = None
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:

@@ -13,13 +13,12 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +26,8 @@ from typing import Any
 
 from autotune._errors import DeploymentError, ServerError
 from autotune.serving._java import find_java_home
-from autotune.serving._process import find_executable, stop_process_group
+from autotune.serving._process import ChildProcess, find_executable, wait_until
+from autotune.serving._properties import Addresses, render_properties, server_properties
 
 LOOPBACK = "127.0.0.1"
 KEY_FILE = "key_file.json"
@@ -45,6 +45,9 @@ class ServerSettings:
     token_expiration_min: int = 24 * 60
     default_response_timeout_s: int = 120
     extra: Mapping[str, str] = field(default_factory=dict)
+    # The environment of the server, which its workers inherit: threads per worker on cpu
+    # (OMP_NUM_THREADS, MKL_NUM_THREADS) for handlers that do not set them themselves.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -61,20 +64,6 @@ def _distinct_free_ports(host: str, count: int) -> tuple[int, ...]:
         if port not in ports:
             ports.append(port)
     return tuple(ports)
-
-
-def render_properties(props: Mapping[str, Any]) -> str:
-    """A Java properties file, keys in the given order, values as TorchServe reads them."""
-    lines = []
-    for key, value in props.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, dict | list):
-            text = json.dumps(value, separators=(",", ":"))
-        else:
-            text = str(value)
-        lines.append(f"{key}={text}")
-    return "\n".join(lines) + "\n"
 
 
 def torchserve_executable() -> str:
@@ -98,7 +87,7 @@ class TorchServe:
         self.settings = settings
         self.startup_timeout_s = startup_timeout_s
         self.port_attempts = port_attempts
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
         # inference, management, metrics, gRPC inference, gRPC management
         self._ports: tuple[int, ...] = (0, 0, 0, 0, 0)
         self._keys: dict[str, str] = {}
@@ -124,7 +113,7 @@ class TorchServe:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._child.pid if self._child is not None else None
 
     def inference_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._keys['inference']}"} if self._keys else {}
@@ -138,29 +127,23 @@ class TorchServe:
     # -- lifecycle ------------------------------------------------------------------------
     def config_properties(self) -> dict[str, Any]:
         s = self.settings
-        props: dict[str, Any] = {
-            "inference_address": f"http://{s.host}:{self._ports[0]}",
-            "management_address": f"http://{s.host}:{self._ports[1]}",
-            "metrics_address": f"http://{s.host}:{self._ports[2]}",
-            # gRPC cannot be switched off in 0.12 and defaults to fixed ports 7070/7071: give it
-            # free loopback ports too, or two servers on one host collide.
-            "grpc_inference_address": s.host,
-            "grpc_inference_port": self._ports[3],
-            "grpc_management_address": s.host,
-            "grpc_management_port": self._ports[4],
-            "model_store": str(self.model_store),
-            "enable_model_api": True,
-            "number_of_gpu": s.number_of_gpu,
-            "job_queue_size": s.job_queue_size,
-            "default_response_timeout": s.default_response_timeout_s,
-            "token_expiration_min": s.token_expiration_min,
-            "metrics_mode": "prometheus",
-            "disable_system_metrics": True,
-            "install_py_dep_per_model": False,
-            "allowed_urls": r"file://.*",
-        }
-        props.update(s.extra)
-        return props
+        return server_properties(
+            addresses=Addresses(
+                host=s.host,
+                inference_port=self._ports[0],
+                management_port=self._ports[1],
+                metrics_port=self._ports[2],
+                grpc_inference_port=self._ports[3],
+                grpc_management_port=self._ports[4],
+            ),
+            model_store=self.model_store,
+            number_of_gpu=s.number_of_gpu,
+            job_queue_size=s.job_queue_size,
+            default_response_timeout_s=s.default_response_timeout_s,
+            enable_model_api=True,
+            token_expiration_min=s.token_expiration_min,
+            extra=s.extra,
+        )
 
     def start(self) -> None:
         if self.is_alive():
@@ -212,21 +195,17 @@ class TorchServe:
             LOG_LOCATION=str(self.log_dir),
             METRICS_LOCATION=str(self.log_dir),
         )
+        env.update(self.settings.env)
         env.pop("TS_CONFIG_FILE", None)  # it would beat --ts-config
         cmd = self._command()
-        out = (self.log_dir / "torchserve.out").open("ab")
-        try:
-            self._proc = subprocess.Popen(
-                cmd,
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            out.close()
+        self._child = ChildProcess(
+            cmd,
+            name="torchserve",
+            cwd=self.workdir,
+            env=env,
+            log_path=self.log_dir / "torchserve.out",
+        )
+        self._child.start()
         with _live_lock:
             _live.add(self)
         self.starts += 1
@@ -237,9 +216,7 @@ class TorchServe:
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        delay = 0.1
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if not self.is_alive():
                 tail = self.log_tail()
                 if "Address already in use" in tail or "BindException" in tail:
@@ -250,33 +227,28 @@ class TorchServe:
             key_path = self.workdir / KEY_FILE
             if key_path.exists() and not self._keys:
                 self._keys = _read_keys(key_path)
-            if self._keys and self.ping():
-                return
-            time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
-        raise ServerError(
-            f"TorchServe did not answer /ping within {self.startup_timeout_s:.0f} s; "
-            f"see the logs in {self.log_dir}"
+            return bool(self._keys) and self.ping()
+
+        wait_until(
+            answers,
+            timeout_s=self.startup_timeout_s,
+            what=f"TorchServe did not answer /ping (see the logs in {self.log_dir})",
         )
 
     def is_alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.is_alive()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the server and every process it started (workers included). Idempotent."""
-        proc = self._proc
-        if proc is None:
+        child = self._child
+        if child is None:
             return
-        stop_process_group(proc, timeout_s)
-        self._proc = None
+        child.stop(timeout_s)
+        self._child = None
         self._keys = {}
         (self.workdir / KEY_FILE).unlink(missing_ok=True)
         with _live_lock:
             _live.discard(self)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def __enter__(self) -> TorchServe:
         self.start()
@@ -416,9 +388,3 @@ def stop_all() -> None:
         servers = list(_live)
     for server in servers:
         server.stop()
-
-
-@contextlib.contextmanager
-def running(server: TorchServe) -> Iterator[TorchServe]:
-    with server:
-        yield server

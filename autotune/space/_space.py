@@ -396,43 +396,84 @@ class SearchSpace:
             "threads_per_worker": _Ordinal("threads_per_worker", self.threads_per_worker),
         }
 
+    def _fp16_choices(self) -> list[bool]:
+        return [b.fp16 for b in self.backends if b.device == "cuda"]
+
     def distributions(self) -> dict[str, BaseDistribution]:
-        """The Optuna parameters, in the order :meth:`suggest` asks for them."""
+        """The Optuna parameters, in the order :meth:`suggest` asks for them: the deployment's
+        own names and values (see the module docstring)."""
         dists: dict[str, BaseDistribution] = {
-            "backend": CategoricalDistribution([b.value for b in self.backends]),
+            "device": CategoricalDistribution(list(self.devices)),
         }
+        if "cuda" in self.devices:
+            dists["fp16"] = CategoricalDistribution(self._fp16_choices())
         if self.compile == (False,):
             dists["torchscript"] = CategoricalDistribution(list(self.torchscript))
         else:
             dists["graph"] = CategoricalDistribution([_graph_name(g) for g in self.graphs])
-        for ordinal in self._ordinals().values():
-            dists[ordinal.param] = ordinal.distribution()
+        for name, ordinal in self._ordinals().items():
+            values = ordinal.values
+            log = ordinal.kind == "log2" and len(values) > 2
+            dists[name] = IntDistribution(values[0], values[-1], log=log)
         return dists
 
-    def applies(self, param: str, backend: str) -> bool:
-        """Whether ``param`` is asked on a trial of ``backend`` (threads: cpu only)."""
-        threads = self._ordinals()["threads_per_worker"].param
-        return param != threads or Backend(backend).device == "cpu"
+    def applies(self, param: str, device: str) -> bool:
+        """Whether ``param`` is asked on a trial of ``device`` (fp16: cuda only; threads: cpu
+        only). ``device`` may also be a :class:`Backend` value."""
+        if device in {b.value for b in Backend}:
+            device = Backend(device).device
+        if param == "fp16":
+            return device == "cuda"
+        return param != "threads_per_worker" or device == "cpu"
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> TrialConfig:
         """Ask ``trial`` for one configuration of this space."""
         params: dict[str, Any] = {}
         for name, dist in self.distributions().items():
-            if name != "backend" and not self.applies(name, params["backend"]):
+            if name != "device" and not self.applies(name, params["device"]):
                 continue
             if isinstance(dist, CategoricalDistribution):
                 params[name] = trial.suggest_categorical(name, dist.choices)
             else:
                 assert isinstance(dist, IntDistribution)
-                params[name] = trial.suggest_int(name, dist.low, dist.high)
+                params[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
         return self.config_from_params(params)
 
     def config_from_params(self, params: Mapping[str, Any]) -> TrialConfig:
-        """The configuration that Optuna ``params`` (of :meth:`distributions`) stand for."""
+        """The configuration that Optuna ``params`` (of :meth:`distributions`) stand for; a
+        value between two of the device's values moves to the nearest one. Params of the
+        encoded form that studies stored before (``backend``, ``batch_size_log2``...) are read
+        too."""
+        if "backend" in params:
+            return self._legacy_config(params)
         dists = self.distributions()
-        backend_value = params.get("backend")
-        if backend_value in {b.value for b in self.backends}:
-            dists = {n: d for n, d in dists.items() if self.applies(n, backend_value)}
+        device_value = params.get("device")
+        if device_value in self.devices:
+            dists = {n: d for n, d in dists.items() if self.applies(n, device_value)}
+        self._check_params(params, dists)
+        device: Device = params["device"]
+        fp16 = bool(params.get("fp16", False))
+        values = {
+            name: 0
+            if name == "threads_per_worker" and device != "cpu"
+            else _nearest(self._values(name, device), params[name])
+            for name in self._ordinals()
+        }
+        if "graph" in params:
+            ts, c = _GRAPH_MODES[params["graph"]]
+        else:
+            ts, c = bool(params["torchscript"]), False
+        return TrialConfig(device=device, fp16=fp16, torchscript=ts, compile=c, **values)
+
+    def _values(self, name: str, device: Device) -> tuple[int, ...]:
+        if name == "threads_per_worker":
+            return self._threads(device)
+        per_device: PerDevice = getattr(self, name)
+        return per_device[device]
+
+    def _check_params(
+        self, params: Mapping[str, Any], dists: Mapping[str, BaseDistribution]
+    ) -> None:
         if set(params) != set(dists):
             raise ConfigError(
                 f"{self.source}: parameters {sorted(params)} do not match this search space's "
@@ -450,23 +491,6 @@ class SearchSpace:
                     f"{self.source}: parameter {name}={value!r} is outside this search space's "
                     f"{dist}; the space changed since the trial was made"
                 )
-        backend = Backend(params["backend"])
-        device = backend.device
-        values: dict[str, int] = {}
-        for name, ordinal in self._ordinals().items():
-            if ordinal.param not in params:  # threads on cuda: not applicable
-                values[name] = 0
-                continue
-            value = ordinal.decode(params[ordinal.param])
-            if name == "threads_per_worker":
-                values[name] = _nearest(self._threads(device), value)
-            else:
-                values[name] = _nearest(getattr(self, name)[device], value)
-        if "graph" in params:
-            ts, c = _GRAPH_MODES[params["graph"]]
-        else:
-            ts, c = bool(params["torchscript"]), False
-        return TrialConfig(device=device, fp16=backend.fp16, torchscript=ts, compile=c, **values)
 
     def params_for(self, config: TrialConfig) -> dict[str, Any]:
         """The canonical Optuna params of ``config`` (for ``study.enqueue_trial``); inverse of
@@ -475,15 +499,73 @@ class SearchSpace:
             raise ConfigError(
                 f"{self.source}: configuration {config.label()} is not in this search space"
             )
+        params: dict[str, Any] = {"device": config.device}
+        if config.device == "cuda":
+            params["fp16"] = config.fp16
+        if self.compile == (False,):
+            params["torchscript"] = config.torchscript
+        else:
+            params["graph"] = _graph_name((config.torchscript, config.compile))
+        for name in self._ordinals():
+            if self.applies(name, config.device):
+                params[name] = getattr(config, name)
+        return params
+
+    # The encoding studies stored before the params became the deployment's own values: one
+    # categorical backend (device and precision), and integer parameters as themselves, as the
+    # exponent of consecutive powers of two (``batch_size_log2``) or as an index into the sorted
+    # values (``max_batch_delay_ms_index``). Read for resumed studies, and used by samplers
+    # that model that encoding (``autotune.study.make_sampler``).
+
+    def encoded_distributions(self) -> dict[str, BaseDistribution]:
+        """The encoded form's distributions (see the comment above)."""
+        dists: dict[str, BaseDistribution] = {
+            "backend": CategoricalDistribution([b.value for b in self.backends]),
+        }
+        if self.compile == (False,):
+            dists["torchscript"] = CategoricalDistribution(list(self.torchscript))
+        else:
+            dists["graph"] = CategoricalDistribution([_graph_name(g) for g in self.graphs])
+        for ordinal in self._ordinals().values():
+            dists[ordinal.param] = ordinal.distribution()
+        return dists
+
+    def encoded_params_for(self, config: TrialConfig) -> dict[str, Any]:
+        """``config`` in the encoded form (threads only on cpu)."""
         params: dict[str, Any] = {"backend": Backend.of(config.device, config.fp16).value}
         if self.compile == (False,):
             params["torchscript"] = config.torchscript
         else:
             params["graph"] = _graph_name((config.torchscript, config.compile))
         for name, ordinal in self._ordinals().items():
-            if self.applies(ordinal.param, params["backend"]):
+            if name != "threads_per_worker" or config.device == "cpu":
                 params[ordinal.param] = ordinal.encode(getattr(config, name))
         return params
+
+    def _legacy_config(self, params: Mapping[str, Any]) -> TrialConfig:
+        dists = self.encoded_distributions()
+        backend_value = params.get("backend")
+        if backend_value in {b.value for b in self.backends}:
+            dists = {n: d for n, d in dists.items() if self.applies(n, backend_value)}
+            threads = self._ordinals()["threads_per_worker"].param
+            if Backend(backend_value).device != "cpu":
+                dists.pop(threads, None)
+        self._check_params(params, dists)
+        backend = Backend(params["backend"])
+        device = backend.device
+        values: dict[str, int] = {}
+        for name, ordinal in self._ordinals().items():
+            if ordinal.param not in params:  # threads on cuda: not applicable
+                values[name] = 0
+                continue
+            values[name] = _nearest(
+                self._values(name, device), ordinal.decode(params[ordinal.param])
+            )
+        if "graph" in params:
+            ts, c = _GRAPH_MODES[params["graph"]]
+        else:
+            ts, c = bool(params["torchscript"]), False
+        return TrialConfig(device=device, fp16=backend.fp16, torchscript=ts, compile=c, **values)
 
     # -- storage ----------------------------------------------------------------------------
 

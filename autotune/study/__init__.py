@@ -14,19 +14,27 @@ from autotune.study._confirm import (
     is_confirmation,
     replicates,
 )
+from autotune.study._confirmation_run import (
+    ConfirmationPlan,
+    plan_confirmation,
+    record_winner,
+    run_confirmation,
+)
 from autotune.study._constraint import (
     best_feasible,
     is_feasible,
     set_sla_constraint,
     trial_constraint,
 )
-from autotune.study._result import TrialResult, Verdict
+from autotune.study._result import TrialRecord, TrialResult, Verdict
 from autotune.study._sampler import SAMPLERS, make_sampler
 from autotune.study._storage import DEFAULT_STORAGE, open_storage, redact
 from autotune.study._study import (
+    check_sqlite_file,
     count_complete,
     create_or_resume,
     default_study_name,
+    load_study,
     owner,
     recover_interrupted,
 )
@@ -43,15 +51,18 @@ __all__ = [
     "CONFIRMATION_RULE",
     "DEFAULT_STORAGE",
     "SAMPLERS",
+    "ConfirmationPlan",
     "Evaluator",
     "Replicates",
     "StopRule",
     "TrialEnd",
+    "TrialRecord",
     "TrialResult",
     "TrialStart",
     "Tuner",
     "Verdict",
     "best_feasible",
+    "check_sqlite_file",
     "confirmed_winner",
     "count_complete",
     "create_or_resume",
@@ -59,12 +70,16 @@ __all__ = [
     "enqueue_seeds",
     "is_confirmation",
     "is_feasible",
+    "load_study",
     "make_sampler",
     "open_storage",
     "owner",
+    "plan_confirmation",
+    "record_winner",
     "recover_interrupted",
     "redact",
     "replicates",
+    "run_confirmation",
     "schema",
     "set_sla_constraint",
     "trial_constraint",

@@ -12,7 +12,10 @@ def set_sla_constraint(trial: optuna.Trial, value: float) -> None:
     """Store the SLA constraint in the legacy list form.
 
     Optuna 5 reads it (as key "0") and optuna-dashboard 0.21 shows feasibility only from this
-    form; ``Trial.set_constraint`` writes a key the dashboard ignores.
+    form; ``Trial.set_constraint`` writes a key the dashboard ignores. Optuna has no public call
+    that writes this system attr (samplers write it from ``constraints_func``), so this is the
+    one place autotune reaches past Optuna's public API (``trial._trial_id``); drop it for
+    ``trial.set_constraint`` once the dashboard reads Optuna 5's constraints.
     """
     trial.storage.set_trial_system_attr(trial._trial_id, A.CONSTRAINTS_SYSTEM_ATTR, (value,))
 

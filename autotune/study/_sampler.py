@@ -1,28 +1,514 @@
-"""The samplers a study can use, built from the CLI's name for them."""
+"""The samplers a study can use, built from the CLI's name for them.
+
+Every kind is a :class:`SpaceSampler`: a sampler over the search space's *configurations*
+(Optuna's ``BaseSampler`` public API). The study's params are the deployment's own names and
+values (``batch_size`` 8, ``max_batch_delay_ms`` 5: what the dashboard shows); the sampler
+maps them to whatever its model works in, and it never proposes a configuration outside the
+space or one the study measured (or is measuring) already. Two configurations that deploy
+alike count as one: with batch size 1 the batch delay has no effect (a batch of one is never
+waited for), so a batch-1 configuration stands for every delay.
+
+* ``gp`` (the default): a Gaussian process over features of the configuration (device,
+  precision, graph mode, log2 workers, log2 batch, the delay where the batch is above 1, log2
+  threads, and how far workers x threads oversubscribe the cores), fitted to the log of the
+  goodput, with infeasible trials put below the worst feasible one. Its length scales are a
+  prior chosen on the tuning seeds of ``autotune.testing``'s landscape generator, only their
+  common scale and the noise are fitted (by marginal likelihood, on a small grid), and the next
+  configuration is the one of highest expected improvement among all the unmeasured ones. The
+  first ``n_startup_trials`` trials (the enqueued ones included) fill the space instead.
+* ``tpe``: Optuna's ``TPESampler`` on the encoded form of the space (``backend``,
+  ``batch_size_log2``...), through a private in-memory study that mirrors this one.
+* ``random``: a configuration drawn uniformly among the unmeasured ones.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from autotune._errors import ConfigError
+from autotune.space import SearchSpace, TrialConfig
+from autotune.study import _schema as A
+
+__all__ = ["SAMPLERS", "SpaceSampler", "make_sampler"]
 
 SAMPLERS = ("gp", "tpe", "random")
 
+# The GP's prior length scales per feature (features in [0, 1]); see the module docstring.
+_LENGTH_SCALES: Final = {
+    "cpu": 0.5,
+    "fp16": 0.8,
+    "torchscript": 1.5,
+    "compile": 1.5,
+    "workers": 0.5,
+    "batch": 0.45,
+    "delay": 0.6,
+    "threads": 0.6,
+    "oversub": 0.5,
+    "memory": 0.4,
+}
+_SCALES: Final = (0.5, 0.75, 1.0, 1.5)  # the fitted common factor of the length scales
+_NOISES: Final = (1e-3, 1e-2, 0.05, 0.15)  # the fitted noise variance (of standardised values)
+_LINEAR: tuple[float, ...] = (0.0, 0.1, 0.3)  # the fitted weight of a linear trend
+_LOCAL_EVERY: int = 2  # every n-th model trial looks only next to the best ones (0: never)
+_UCB_BETA: float = 0.0  # 0: expected improvement; else upper confidence bound mean + beta sd
+_MAX_CANDIDATES: Final = 20_000
+
+
+def _canonical(config: TrialConfig, space: SearchSpace) -> TrialConfig:
+    """One representative of the configurations that deploy alike (batch 1: the lowest delay)."""
+    if config.batch_size == 1:
+        lowest = space.max_batch_delay_ms[config.device][0]
+        if config.max_batch_delay_ms != lowest:
+            return TrialConfig(**{**config.as_dict(), "max_batch_delay_ms": lowest})
+    return config
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Measured:
+    config: TrialConfig
+    rps: float  # 0: over the SLA, or failed
+    failed: bool  # the deployment failed (out of memory, a graph mode that does not work)
+
+
+class _Features:
+    """Configurations as points of [0, 1]^d."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        workers = space.workers.union()
+        batch = space.batch_size.union()
+        delay = space.max_batch_delay_ms.union()
+        threads = [t for t in space.threads_per_worker if t > 0] or [1]
+        self.cores = max([*threads, *space.workers["cpu"]]) if "cpu" in space.devices else 1
+
+        def span(values: Sequence[int]) -> tuple[float, float]:
+            lo, hi = math.log2(max(values[0], 1)), math.log2(max(values[-1], 1))
+            return lo, max(hi - lo, 1e-9)
+
+        self.w, self.b, self.t = span(workers), span(batch), span(threads)
+        self.m = span([workers[0] * batch[0], workers[-1] * batch[-1]])
+        self.d = math.log1p(delay[-1]) or 1.0
+        self.names = list(_LENGTH_SCALES)
+
+    def __call__(self, c: TrialConfig) -> list[float]:
+        cpu = c.device == "cpu"
+        threads = max(c.threads_per_worker, 1) if cpu else 1
+        oversub = max(0.0, math.log2(c.workers * threads / self.cores)) / 4 if cpu else 0.0
+        return [
+            float(cpu),
+            float(c.fp16),
+            float(c.torchscript),
+            float(c.compile),
+            (math.log2(c.workers) - self.w[0]) / self.w[1],
+            (math.log2(c.batch_size) - self.b[0]) / self.b[1],
+            math.log1p(c.max_batch_delay_ms) / self.d if c.batch_size > 1 else 0.0,
+            (math.log2(threads) - self.t[0]) / self.t[1] if cpu else 0.0,
+            oversub,
+            (math.log2(c.workers * c.batch_size) - self.m[0]) / self.m[1],
+        ]
+
+
+def _matern52(x: np.ndarray, y: np.ndarray, ls: np.ndarray) -> np.ndarray:
+    diff = (x[:, None, :] - y[None, :, :]) / ls
+    r = np.sqrt(np.maximum((diff * diff).sum(-1), 0.0)) * math.sqrt(5.0)
+    k: np.ndarray = (1.0 + r + r * r / 3.0) * np.exp(-r)
+    return k
+
+
+def _expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+    z = (mean - best) / sd
+    cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    ei: np.ndarray = (mean - best) * cdf + sd * pdf
+    return ei
+
+
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
+class _GP:
+    """A small GP with fixed relative length scales; common scale and noise by likelihood."""
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, base: np.ndarray, *, standardise: bool = True
+    ) -> None:
+        self.x = x
+        self.mu, self.sd = (float(y.mean()), float(y.std()) or 1.0) if standardise else (0.0, 1.0)
+        z = (y - self.mu) / self.sd
+        self.center = x.mean(0)
+        xc = x - self.center
+        lin = xc @ xc.T
+        best: tuple[float, Any] | None = None
+        for scale in _SCALES:
+            k0 = _matern52(x, x, base * scale)
+            for weight in _LINEAR if standardise else (0.0,):
+                k = k0 + weight * lin
+                for noise in _NOISES:
+                    try:
+                        chol = np.linalg.cholesky(k + noise * np.eye(len(x)))
+                    except np.linalg.LinAlgError:
+                        continue
+                    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
+                    nll = 0.5 * float(z @ alpha) + float(np.log(np.diag(chol)).sum())
+                    if best is None or nll < best[0]:
+                        best = (nll, (base * scale, weight, chol, alpha, noise))
+        assert best is not None
+        self.ls, self.linear, self.chol, self.alpha, self.noise = best[1]
+
+    def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the latent (noise-free) value."""
+        ks = _matern52(xs, self.x, self.ls)
+        xc = xs - self.center
+        prior = 1.0 + self.linear * (xc * xc).sum(1)
+        if self.linear:
+            ks = ks + self.linear * xc @ (self.x - self.center).T
+        mean = ks @ self.alpha
+        v = np.linalg.solve(self.chol, ks.T)
+        var = np.maximum(prior - (v * v).sum(0), 1e-12)
+        return self.mu + self.sd * mean, self.sd * np.sqrt(var)
+
+
+class SpaceSampler(optuna.samplers.BaseSampler):
+    """A sampler over the configurations of ``space`` (see the module docstring).
+
+    Without ``space`` it reads the space the study stored (``autotune run`` stores it in the
+    study's user attrs); a study without one gets Optuna's random sampling.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        kind: str = "gp",
+        seed: int | None = None,
+        n_startup_trials: int = 4,
+    ) -> None:
+        if kind not in SAMPLERS:
+            raise ConfigError(f"unknown --sampler {kind!r}; use one of: {', '.join(SAMPLERS)}")
+        if n_startup_trials < 0:
+            raise ConfigError(f"--n-startup-trials must be >= 0, got {n_startup_trials}")
+        self._space = space
+        self.kind = kind
+        self.n_startup_trials = n_startup_trials
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._shadow: optuna.Study | None = None
+        self._mirrored: set[int] = set()
+        self._candidates: list[TrialConfig] | None = None
+
+    # -- what the study holds -------------------------------------------------------------
+
+    def space_of(self, study: optuna.Study) -> SearchSpace | None:
+        if self._space is None:
+            stored = study.user_attrs.get(A.STUDY_SPACE)
+            if isinstance(stored, Mapping):
+                self._space = SearchSpace.from_dict(stored)
+        return self._space
+
+    def candidates(self, space: SearchSpace) -> list[TrialConfig]:
+        """The distinct deployments of the space (one configuration each)."""
+        if self._candidates is None:
+            seen: dict[TrialConfig, None] = {}
+            for config in space.configs():
+                seen.setdefault(_canonical(config, space), None)
+                if len(seen) > _MAX_CANDIDATES:
+                    break
+            self._candidates = list(seen)
+        return self._candidates
+
+    @staticmethod
+    def _config(space: SearchSpace, trial: FrozenTrial) -> TrialConfig | None:
+        stored = trial.user_attrs.get(A.CONFIG)
+        # an enqueued trial that has not started holds its params as fixed_params
+        fixed = (
+            trial.system_attrs.get("fixed_params") if trial.state == TrialState.WAITING else None
+        )
+        try:
+            if isinstance(stored, Mapping):
+                return TrialConfig.from_dict(dict(stored))
+            if trial.params:
+                return space.config_from_params(trial.params)
+            if isinstance(fixed, Mapping):
+                return space.config_from_params(fixed)
+        except (ConfigError, TypeError, ValueError):
+            return None
+        return None
+
+    def _history(
+        self, study: optuna.Study, space: SearchSpace
+    ) -> tuple[list[_Measured], set[TrialConfig]]:
+        """(measured configurations with their goodput, every configuration taken)."""
+        measured: dict[TrialConfig, _Measured] = {}
+        taken: set[TrialConfig] = set()
+        for t in study.get_trials(deepcopy=False):
+            config = self._config(space, t)
+            if config is None:
+                continue
+            config = _canonical(config, space)
+            if t.state == TrialState.COMPLETE:
+                if A.REUSED_FROM in t.user_attrs or config in measured:
+                    continue
+                failed = t.user_attrs.get(A.VERDICT) == "failed"
+                rps = float(t.value or 0.0) if t.values else 0.0
+                measured[config] = _Measured(config=config, rps=rps, failed=failed)
+                taken.add(config)
+            elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+                taken.add(config)
+        return list(measured.values()), taken
+
+    # -- BaseSampler ------------------------------------------------------------------------
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        space = self.space_of(study)
+        if space is None:
+            return {}
+        return space.distributions()
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        space = self.space_of(study)
+        if space is None or not search_space:
+            return {}
+        measured, taken = self._history(study, space)
+        free = [c for c in self.candidates(space) if c not in taken]
+        if not free:  # every configuration measured: the tuner reuses one
+            free = self.candidates(space)
+        config = self.choose(study, space, measured, free)
+        return space.params_for(config)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.default_rng()
+        self._fallback.reseed_rng()
+
+    # -- the choice ---------------------------------------------------------------------------
+
+    def choose(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        measured: Sequence[_Measured],
+        free: Sequence[TrialConfig],
+    ) -> TrialConfig:
+        """The next configuration among ``free``."""
+        if self.kind == "random":
+            return free[int(self._rng.integers(len(free)))]
+        if self.kind == "tpe":
+            return self._tpe(study, space, free)
+        features = _Features(space)
+        xs = np.array([features(c) for c in free])
+        jitter = 1e-9 * self._rng.random(len(free))
+        if len(measured) < self.n_startup_trials:
+            design = _design(space, measured, free)
+            if design is not None:
+                return design
+            return free[self._farthest(features, measured, xs)]
+        base = np.array([_LENGTH_SCALES[n] for n in features.names])
+        p_ok = np.ones(len(free))
+        if any(m.failed for m in measured):
+            x_all = np.array([features(m.config) for m in measured])
+            fails = np.array([float(m.failed) for m in measured])
+            fail_gp = _GP(x_all, fails, base, standardise=False)
+            p_ok = np.clip(1.0 - fail_gp.predict(xs)[0], 0.02, 1.0)
+        ok = [m for m in measured if not m.failed]
+        if len(ok) < 2:
+            return free[self._farthest(features, measured, xs, weight=p_ok)]
+        x = np.array([features(m.config) for m in ok])
+        y = _log_goodput([m.rps for m in ok])
+        gp = _GP(x, y, base)
+        mean, sd = gp.predict(xs)
+        if _UCB_BETA:
+            ucb = mean + _UCB_BETA * sd
+            ei = (ucb - ucb.min() + 1e-9) * p_ok
+        else:
+            incumbent = float(gp.predict(x)[0].max())
+            ei = _expected_improvement(mean, sd, incumbent) * p_ok
+        if _LOCAL_EVERY and len(measured) % _LOCAL_EVERY == 1:
+            # Next to the configurations of highest posterior mean: one setting one step away.
+            fitted = gp.predict(x)[0]
+            index = {c: i for i, c in enumerate(free)}
+            for j in np.argsort(-fitted)[:3]:
+                near = [index[c] for c in _neighbours(ok[int(j)].config, space) if c in index]
+                if near:
+                    return free[max(near, key=lambda i: ei[i] + jitter[i])]
+        return free[int(np.argmax(ei + jitter))]
+
+    def _farthest(
+        self,
+        features: _Features,
+        measured: Sequence[_Measured],
+        xs: np.ndarray,
+        weight: np.ndarray | None = None,
+    ) -> int:
+        """The free configuration farthest from every measured one (ties at random)."""
+        jitter = 1e-9 * self._rng.random(len(xs))
+        if not measured:
+            return int(np.argmax(jitter))
+        x = np.array([features(m.config) for m in measured])
+        d = ((xs[:, None, :] - x[None, :, :]) ** 2).sum(-1).min(1)
+        if weight is not None:
+            d = d * weight
+        return int(np.argmax(d + jitter))
+
+    def _tpe(
+        self, study: optuna.Study, space: SearchSpace, free: Sequence[TrialConfig]
+    ) -> TrialConfig:
+        """Optuna's TPE on the encoded form, through a mirror study (public API only)."""
+        if self._shadow is None:
+            self._shadow = optuna.create_study(
+                storage=optuna.storages.InMemoryStorage(),
+                sampler=optuna.samplers.TPESampler(
+                    seed=self._seed, n_startup_trials=self.n_startup_trials
+                ),
+                direction="maximize",
+            )
+        dists = space.encoded_distributions()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            config = self._config(space, t)
+            if t.number in self._mirrored or config is None:
+                continue
+            params = space.encoded_params_for(config)
+            self._shadow.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions={k: dists[k] for k in params},
+                    value=float(t.value or 0.0),
+                )
+            )
+            self._mirrored.add(t.number)
+        ask = self._shadow.ask()
+        asked: dict[str, Any] = {}
+        for name, dist in dists.items():
+            if name.startswith("threads_per_worker") and asked["backend"] != "cpu_fp32":
+                continue
+            asked[name] = _suggest(ask, name, dist)
+        self._shadow.tell(ask, state=TrialState.FAIL)
+        config = _canonical(space.config_from_params(asked), space)
+        if config in free:
+            return config
+        return free[int(self._rng.integers(len(free)))]
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    assert isinstance(dist, optuna.distributions.IntDistribution)
+    return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+
+
+def _neighbours(config: TrialConfig, space: SearchSpace) -> list[TrialConfig]:
+    """The configurations one step away: one setting moved to a neighbouring value (or another
+    graph mode / precision), or workers and threads traded (twice the workers, half the
+    threads, and back)."""
+    device = config.device
+    out: list[TrialConfig] = []
+
+    def moved(name: str, values: Sequence[int]) -> None:
+        value = getattr(config, name)
+        if value not in values:
+            return
+        i = values.index(value)
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(values):
+                out.append(TrialConfig(**{**config.as_dict(), name: values[j]}))
+
+    moved("workers", space.workers[device])
+    moved("batch_size", space.batch_size[device])
+    if config.batch_size > 1:
+        moved("max_batch_delay_ms", space.max_batch_delay_ms[device])
+    if device == "cpu":
+        threads = space.threads_per_worker
+        moved("threads_per_worker", threads)
+        workers = space.workers[device]
+        for w, t in ((config.workers * 2, config.threads_per_worker // 2),
+                     (config.workers // 2, config.threads_per_worker * 2)):  # fmt: skip
+            if w in workers and t in threads:
+                out.append(
+                    TrialConfig(**{**config.as_dict(), "workers": w, "threads_per_worker": t})
+                )
+    for ts, comp in space.graphs:
+        if (ts, comp) != (config.torchscript, config.compile):
+            out.append(TrialConfig(**{**config.as_dict(), "torchscript": ts, "compile": comp}))
+    if device == "cuda":
+        for b in space.backends:
+            if b.device == "cuda" and b.fp16 != config.fp16:
+                out.append(TrialConfig(**{**config.as_dict(), "fp16": b.fp16}))
+    return [_canonical(c, space) for c in out if space.contains(c)]
+
+
+def _design(
+    space: SearchSpace, measured: Sequence[_Measured], free: Sequence[TrialConfig]
+) -> TrialConfig | None:
+    """A prior design point: the middle of the first device and precision not measured yet
+    (fp16, fp32 on cuda, then cpu): the middle batch size, the lowest delay above 0, eager, the
+    fewest workers on cuda and the cores split between two workers on cpu. None when every
+    device and precision was measured (or its middle point is taken)."""
+    seen = {(m.config.device, m.config.fp16) for m in measured}
+    order = sorted(space.backends, key=lambda b: (b.device != "cuda", not b.fp16))
+    for backend in order:
+        if (backend.device, backend.fp16) in seen:
+            continue
+        device = backend.device
+        batch = space.batch_size[device]
+        delays = space.max_batch_delay_ms[device]
+        workers = space.workers[device]
+        threads = [t for t in space.threads_per_worker if t > 0]
+        w = workers[0]
+        t = 0
+        if device == "cpu":
+            w = workers[min(1, len(workers) - 1)]
+            cores = max([*threads, *workers]) if threads else 1
+            t = min(threads, key=lambda v: abs(v * w - cores)) if threads else 0
+        config = space.nearest(
+            TrialConfig(
+                device=device,
+                fp16=backend.fp16,
+                workers=w,
+                batch_size=batch[len(batch) // 2],
+                max_batch_delay_ms=next((d for d in delays if d > 0), delays[0]),
+                threads_per_worker=t,
+            )
+        )
+        config = _canonical(config, space)
+        if config in free:
+            return config
+    return None
+
+
+def _log_goodput(values: Sequence[float]) -> np.ndarray:
+    """log goodput; an infeasible trial (0) one unit of log below the worst feasible one."""
+    arr = np.asarray(values, dtype=float)
+    positive = arr[arr > 0]
+    floor = math.log(float(positive.min())) - 1.0 if positive.size else 0.0
+    return np.where(arr > 0, np.log(np.maximum(arr, 1e-300)), floor)
+
 
 def make_sampler(
-    kind: str, *, seed: int | None, n_startup_trials: int
+    kind: str,
+    *,
+    seed: int | None,
+    n_startup_trials: int,
+    space: SearchSpace | None = None,
 ) -> optuna.samplers.BaseSampler:
-    if kind == "gp":
-        # threads_per_worker is asked on cpu trials only (see autotune._space): on a host with
-        # a GPU it is drawn at random by design, which the GP need not log at every trial.
-        return optuna.samplers.GPSampler(
-            seed=seed,
-            n_startup_trials=n_startup_trials,
-            deterministic_objective=False,
-            warn_independent_sampling=False,
-        )
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown --sampler {kind!r}; use one of: {', '.join(SAMPLERS)}")
+    """The sampler ``autotune run --sampler KIND`` uses (see the module docstring)."""
+    return SpaceSampler(space, kind=kind, seed=seed, n_startup_trials=n_startup_trials)

@@ -1,24 +1,9 @@
 """Names of what a study stores, in one place: every layer reads and writes these keys.
 
-Trial user attrs (numbers in the unit their name says):
-    config            dict   TrialConfig.as_dict() of the trial
-    throughput_rps    float  the objective: goodput, requests/s served with P99 <= SLA, no errors
-    p50_ms p90_ms p99_ms p999_ms mean_ms max_ms   float   latency of the measured step
-    offered_rps       float  the offered rate of the measured step
-    requests          int    requests sent in the whole trial (all steps)
-    errors            int    errored requests in the measured step
-    errors_total      int    errored requests in the whole trial (every step and probe)
-    sla_ms            float
-    failure           str    only when the deployment or the measurement failed: why
-    baseline          bool   True on the TorchServe-default configuration
-    verdict           str    "feasible" | "over_sla" | "failed"
-    deploy_s measure_s  float  wall time of the deployment and of the measurement
-    idle_latency_ms   float  median latency of single requests on the idle server
-    host pid          str/int  who ran the trial (a crashed owner's RUNNING trial is retried)
-    retry_of          int    the trial number this trial re-runs (after a crash or Ctrl-C)
-    reused_from       int    the trial whose measurement of the same configuration was reused
-    confirmation_of   int    on a confirmation trial: the search trial whose configuration it
-                             measures again (after the search; see autotune.study confirmation)
+A trial's user attrs are ``TRIAL_FIELDS`` below (key, type, unit, who writes it, what it
+means): ``TrialResult.user_attrs`` writes the ``measured`` ones, the trial loop the others, and
+``TrialRecord.from_frozen`` reads them all back; the report's columns, the trials table and the
+dashboard note follow from that one list.
 
 Trial system attr ``constraints``: ``[p99_ms - sla_ms]``, capped at ``10 * sla_ms`` (the cap
 when the trial errored or failed), so that the GP's constraint model is not dominated by
@@ -28,7 +13,11 @@ Optuna 5 reads it too (as constraint key "0").
 Study user attrs:
     sla_ms float, model str, space dict (the resolved search space), archive_dir str,
     hardware dict, input_path str, autotune_version str, artifact_dir str,
-    handler_extra dict (model-specific handler settings, e.g. a checkpoint path)
+    handler_extra dict (model-specific handler settings, e.g. a checkpoint path),
+    archive str (the archive tuned: the user's file, or the built-in model's built .mar),
+    response_timeout_s int (only when --response-timeout-s overrode the archive's),
+    reference_answer str (the model's answer to the sample input that trials are compared
+    with; only when it is UTF-8 text of at most 64 KiB)
     winner dict       set by the confirmation step: {"trial": N (the search trial),
                       "confirmed_rps": float (the conservative figure), "replicates_rps": [...],
                       "spread": max/min, "rule": str}; absent when nothing was confirmed
@@ -36,6 +25,7 @@ Study user attrs:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 CONFIG: Final = "config"
@@ -72,10 +62,77 @@ PID: Final = "pid"
 RETRY_OF: Final = "retry_of"
 REUSED_FROM: Final = "reused_from"
 CONFIRMATION_OF: Final = "confirmation_of"
+REPLICATES_RPS: Final = "replicates_rps"
+SPREAD: Final = "spread"
 STUDY_WINNER: Final = "winner"
 IDLE_LATENCY_MS: Final = "idle_latency_ms"
 STUDY_ARTIFACT_DIR: Final = "artifact_dir"
 STUDY_HANDLER_EXTRA: Final = "handler_extra"
+STUDY_ARCHIVE: Final = "archive"
+STUDY_RESPONSE_TIMEOUT_S: Final = "response_timeout_s"
+ANSWER_CHANGED: Final = "answer_changed"
+STUDY_REFERENCE_ANSWER: Final = "reference_answer"
+ARTIFACTS: Final = "artifacts"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One trial user attr: its key, the Python type stored, its unit, and what it means.
+
+    ``measured``: written by ``TrialResult.user_attrs`` (a field of ``TrialResult`` of the same
+    name, except ``sla_ms``, which the trial loop passes in); otherwise the trial loop writes it.
+    """
+
+    key: str
+    kind: type
+    unit: str
+    description: str
+    measured: bool = True
+
+
+# In the order the report's columns take (config, a dict, is spread into config_* columns).
+TRIAL_FIELDS: Final = (
+    Field(CONFIG, dict, "", "TrialConfig.as_dict() of the trial"),
+    Field(THROUGHPUT_RPS, float, "req/s", "the objective: goodput, requests/s served with "
+          "P99 <= SLA and no errors"),
+    Field(P50_MS, float, "ms", "median latency of the measured step"),
+    Field(P90_MS, float, "ms", "P90 latency of the measured step"),
+    Field(P99_MS, float, "ms", "P99 latency of the measured step"),
+    Field(P999_MS, float, "ms", "P99.9 latency of the measured step"),
+    Field(MEAN_MS, float, "ms", "mean latency of the measured step"),
+    Field(MAX_MS, float, "ms", "highest latency of the measured step"),
+    Field(IDLE_LATENCY_MS, float, "ms", "median latency of single requests on the idle server"),
+    Field(OFFERED_RPS, float, "req/s", "the offered rate of the measured step"),
+    Field(REQUESTS, int, "", "requests sent in the whole trial (all steps)"),
+    Field(ERRORS, int, "", "errored requests in the measured step"),
+    Field(ERRORS_TOTAL, int, "", "errored requests in the whole trial (every step and probe)"),
+    Field(SLA_MS, float, "ms", "the SLA on P99 the trial was measured against"),
+    Field(VERDICT, str, "", '"feasible" | "over_sla" | "failed"'),
+    Field(FAILURE, str, "", "only when the deployment or the measurement failed: why"),
+    Field(BASELINE, bool, "", "True on the TorchServe-default configuration", measured=False),
+    Field(ANSWER_CHANGED, str, "", "only when the trial's answers to the sample input differed "
+          "from the reference answer (tolerance in autotune.serving): the first difference",
+          measured=False),
+    Field(DEPLOY_S, float, "s", "wall time of the deployment"),
+    Field(MEASURE_S, float, "s", "wall time of the measurement"),
+    Field(RETRY_OF, int, "", "the trial number this trial re-runs (after a crash or Ctrl-C)",
+          measured=False),
+    Field(REUSED_FROM, int, "", "the trial whose measurement of the same configuration was "
+          "reused", measured=False),
+    Field(CONFIRMATION_OF, int, "", "on a confirmation trial: the search trial whose "
+          "configuration it measures again (see autotune.study confirmation)", measured=False),
+    Field(REPLICATES_RPS, list, "req/s", "on a confirmation trial: the goodputs of its "
+          "configuration so far, the search trial's first", measured=False),
+    Field(SPREAD, float, "", "on a confirmation trial: max/min of those goodputs",
+          measured=False),
+    Field(ARTIFACTS, dict, "", "{file name: Optuna artifact id} of the files attached to the "
+          "trial (config.properties, raw latencies, histogram)", measured=False),
+    Field(HOST, str, "", "the host that ran the trial", measured=False),
+    Field(PID, int, "", "the process that ran it (a crashed owner's RUNNING trial is retried)",
+          measured=False),
+)  # fmt: skip
+FIELDS_BY_KEY: Final = {f.key: f for f in TRIAL_FIELDS}
+
 
 # The constraint is capped at this multiple of the SLA; failed or errored trials get the cap.
 CONSTRAINT_CAP_X_SLA: Final = 10.0

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -13,8 +14,9 @@ import psutil
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune._errors import ConfigError
+from autotune._errors import ConfigError, StorageError
 from autotune.study import _schema as A
+from autotune.study._storage import open_storage, redact
 
 
 def default_study_name(model: str, sla_ms: float) -> str:
@@ -89,7 +91,8 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     to_retry: list[FrozenTrial] = []
     for trial in trials:
         if trial.state == TrialState.RUNNING and _owner_gone(trial):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            # skip_if_finished: another host may have closed it (heartbeat) meanwhile.
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             to_retry.append(trial)
         elif trial.state == TrialState.FAIL and trial.params:
             to_retry.append(trial)
@@ -104,3 +107,45 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 def count_complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def load_study(storage: str, name: str | None = None) -> optuna.Study:
+    """The study ``name`` in ``storage`` (a URL), or its only study when ``name`` is None.
+
+    StorageError when the storage cannot be read or holds no study, ConfigError when ``name``
+    is not there or is needed (several studies); each names what to pass instead.
+    """
+    check_sqlite_file(storage)
+    opened = open_storage(storage)
+    try:
+        names = optuna.get_all_study_names(opened)
+    except Exception as exc:  # SQLAlchemy raises many kinds; all mean the same to a user
+        raise StorageError(f"cannot read studies from {redact(storage)}: {exc}") from exc
+    if name is None:
+        if not names:
+            raise StorageError(
+                f"no study in {redact(storage)}; run `autotune run` first or pass --storage"
+            )
+        if len(names) > 1:
+            raise ConfigError(
+                f"{redact(storage)} holds {len(names)} studies; pick one with --study: "
+                + ", ".join(sorted(names))
+            )
+        name = names[0]
+    elif name not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise ConfigError(f"no study {name!r} in {redact(storage)}; studies there: {known}")
+    return optuna.load_study(study_name=name, storage=opened)
+
+
+def check_sqlite_file(storage: str) -> None:
+    """StorageError when ``storage`` is a SQLite URL whose file does not exist (reading it would
+    create an empty database instead of failing)."""
+    prefix = "sqlite:///"
+    if storage.startswith(prefix) and storage != prefix + ":memory:":
+        path = Path(storage[len(prefix) :].split("?", 1)[0])
+        if not path.is_file():
+            raise StorageError(
+                f"no database file {path} for --storage {storage}; "
+                "run `autotune run` first or pass the right --storage"
+            )

@@ -29,6 +29,7 @@ class Evaluator(Protocol):
 
 
 TrialStart = Callable[[int, TrialConfig], None]
+# Called from ``study.optimize(callbacks=...)``: the trial is finished (COMPLETE, its value told).
 TrialEnd = Callable[[FrozenTrial, TrialResult], None]
 
 
@@ -78,6 +79,7 @@ class Tuner:
         self.on_result = on_result
         self.stop_rule = stop_rule
         self.stopped_early = False
+        self._results: dict[int, TrialResult] = {}  # by trial number, until the trial ends
 
     def _measured(self, config: TrialConfig) -> FrozenTrial | None:
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -115,13 +117,20 @@ class Tuner:
             if self.on_result is not None:
                 self.on_result(trial, result)
         if self.on_trial_end is not None:
-            self.on_trial_end(self.study._storage.get_trial(trial._trial_id), result)
+            self._results[trial.number] = result
         return result.throughput_rps if result.verdict == "feasible" else 0.0
+
+    def _trial_ended(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's callback after each trial: ``on_trial_end`` sees the finished trial (its
+        value and state told, so the study's best already counts it)."""
+        result = self._results.pop(trial.number, None)
+        if self.on_trial_end is not None and result is not None:
+            self.on_trial_end(trial, result)
 
     def run(self, *, n_trials: int | None, timeout_s: float | None) -> None:
         """Optimise until the study holds ``n_trials`` complete trials (resumes count), the
         timeout passes, or the stop rule fires."""
-        callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
+        callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [self._trial_ended]
         if n_trials is not None:
             callbacks.append(
                 optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,))

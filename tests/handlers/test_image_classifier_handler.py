@@ -99,10 +99,20 @@ def test_torchscript_equals_eager_and_is_cached(
     assert run_batch(cached, bodies)[0] == run_batch(scripted, bodies)[0]
 
 
+def test_compile_equals_eager(
+    eager: Any, quick_jpeg: bytes, other_jpeg: bytes, tmp_path: Path
+) -> None:
+    compiled = load(ImageClassifier, {"compile": True}, tmp_path)
+    assert compiled.model is not compiled.model._orig_mod  # torch.compile's wrapper
+    bodies = [quick_jpeg, other_jpeg]
+    for got, want in zip(run_batch(compiled, bodies)[0], run_batch(eager, bodies)[0], strict=True):
+        assert_same_top5(got, want, atol=1e-4)  # inductor fuses and reorders the sums
+
+
 def test_channels_last_does_not_change_the_answer(
     eager: Any, quick_jpeg: bytes, tmp_path: Path
 ) -> None:
-    assert eager.settings["channels_last"] is True
+    assert eager.settings.channels_last is True
     nchw = load(ImageClassifier, {"channels_last": False}, tmp_path)
     assert_same_top5(run_batch(nchw, [quick_jpeg])[0][0], run_batch(eager, [quick_jpeg])[0][0])
 
@@ -138,8 +148,8 @@ def test_a_checkpoint_of_another_architecture_is_refused_with_the_fix(tmp_path: 
 
 def test_defaults_when_the_handler_section_is_missing(tmp_path: Path) -> None:
     settings = load(ImageClassifier, None, tmp_path).settings
-    assert settings["device"] == "cpu" and settings["image_size"] == 224
-    assert not settings["fp16"] and not settings["torchscript"]
+    assert settings.device == "cpu" and settings.image_size == 224
+    assert not settings.fp16 and not settings.torchscript and not settings.compile
 
 
 @pytest.mark.parametrize(
@@ -150,6 +160,8 @@ def test_defaults_when_the_handler_section_is_missing(tmp_path: Path) -> None:
         ({"threads_per_worker": -1}, "`threads_per_worker` must be an integer >= 0"),
         ({"device": "tpu"}, "`device` must be 'cpu' or 'cuda'"),
         ({"architecture": "vgg16"}, "`architecture` must be one of"),
+        ({"image_size": 0}, "`image_size` must be an integer >= 1"),
+        ({"min_size": 320}, "unknown key `min_size` in the handler: section"),
     ],
 )
 def test_invalid_settings_are_refused(handler_settings: dict[str, Any], message: str) -> None:

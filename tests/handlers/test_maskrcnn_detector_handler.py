@@ -116,6 +116,19 @@ def test_malformed_image_gets_400_and_the_rest_is_answered(
     assert_same_detections(results[1], drawing_result, box_atol=0.1)
 
 
+def test_a_batch_is_one_forward_pass(
+    eager: Any, drawing_jpeg: bytes, drawing_mirrored_jpeg: bytes
+) -> None:
+    calls: list[int] = []
+    hook = eager.model.backbone.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    try:
+        _, statuses = run_batch(eager, [drawing_jpeg, b"junk", drawing_mirrored_jpeg])
+    finally:
+        hook.remove()
+    assert statuses == [200, 400, 200]
+    assert calls == [2]  # one backbone call on a batch of the two images
+
+
 def test_channels_last_does_not_change_the_answer(
     drawing_jpeg: bytes, drawing_result: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -134,11 +147,10 @@ def context_with(settings: dict[str, Any]) -> Any:
 
 
 def test_score_threshold_defaults_to_zero_only_with_random_weights() -> None:
-    assert read_settings(context_with({}))["score_thresh"] == 0.0
-    assert read_settings(context_with({"checkpoint": "w.pt"}))["score_thresh"] == 0.05
-    assert read_settings(context_with({"checkpoint": "w.pt", "score_thresh": 0.5}))[
-        "score_thresh"
-    ] == pytest.approx(0.5)
+    assert read_settings(context_with({})).box_score_thresh == 0.0
+    assert read_settings(context_with({"checkpoint": "w.pt"})).box_score_thresh == 0.05
+    given = read_settings(context_with({"checkpoint": "w.pt", "score_thresh": 0.5}))
+    assert given.box_score_thresh == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +161,9 @@ def test_score_threshold_defaults_to_zero_only_with_random_weights() -> None:
         ({"detections_per_img": 0}, "`detections_per_img` must be an integer >= 1"),
         ({"mask_threshold": 2}, r"`mask_threshold` must be a number in \[0, 1\]"),
         ({"backend": "mmdet"}, "`backend` must be 'torchvision' or 'detectron2'"),
-        ({"backend": "detectron2"}, "needs both `detectron2_config` and `checkpoint`"),
+        ({"backend": "detectron2", "num_classes": 81}, "`num_classes` is read by backend"),
+        ({"detectron2_config": "x.yaml"}, "`detectron2_config` needs `backend: detectron2`"),
+        ({"min_sise": 320}, "unknown key `min_sise` in the handler: section of model-config"),
     ],
 )
 def test_invalid_settings_are_refused(handler_settings: dict[str, Any], message: str) -> None:
@@ -181,7 +195,9 @@ def test_rle_round_trips_any_batch_of_masks() -> None:
     masks[2, 0, 0] = True  # only the first pixel set
     masks[3, 5:9, 3:20] = True
     encoded = encode_masks(torch.from_numpy(masks))
-    assert [(decode_mask(rle) == mask).all() for rle, mask in zip(encoded, masks, strict=True)]
+    assert len(encoded) == len(masks)
+    for rle, mask in zip(encoded, masks, strict=True):
+        assert (decode_mask(rle) == mask).all()
     assert encode_masks(torch.zeros(0, 4, 4, dtype=torch.bool)) == []
 
 

@@ -12,6 +12,8 @@ One aiohttp application; each path is a behaviour, tuned by its query string:
     /sleep?ms=M                  200 after M ms
     /serial?service_ms=M         one request at a time, M ms each: capacity 1000/M req/s
     /queue?service_ms=M&max_queue=Q  /serial, but 503 at once when Q requests already wait
+    /stall_once?key=K&service_ms=M&after=N&stall_ms=Z  /serial (per key), except that the N-th
+                                 request to key K holds the server Z ms (one stall of a shared core)
                                  (TorchServe's full job queue)
     /auth                        200 with "Authorization: Bearer token", else 401
     /batch?size=B&delay_ms=D&service_ms=M  answers in batches, like TorchServe's batching: a
@@ -93,6 +95,22 @@ async def serial(request: web.Request) -> web.Response:
     lock = _locks.setdefault(service_ms, asyncio.Lock())
     async with lock:
         await asyncio.sleep(float(service_ms) / 1000.0)
+    return web.Response(text="ok")
+
+
+_counts: dict[str, int] = {}
+
+
+async def stall_once(request: web.Request) -> web.Response:
+    await request.read()
+    key = request.query.get("key", "")
+    lock = _locks.setdefault(f"stall {key}", asyncio.Lock())
+    _counts[key] = n = _counts.get(key, 0) + 1
+    service_s = float(request.query.get("service_ms", "10")) / 1000.0
+    if n == int(request.query.get("after", "400")):
+        service_s += float(request.query.get("stall_ms", "600")) / 1000.0
+    async with lock:
+        await asyncio.sleep(service_s)
     return web.Response(text="ok")
 
 
@@ -247,6 +265,7 @@ async def main() -> None:
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_route("*", "/sleep", sleep)
     app.router.add_route("*", "/serial", serial)
+    app.router.add_route("*", "/stall_once", stall_once)
     app.router.add_route("*", "/auth", auth)
     app.router.add_route("*", "/queue", queue)
     app.router.add_route("*", "/expect", expect)

@@ -89,6 +89,53 @@ def test_connection_close_and_http_10_are_not_reused() -> None:
 
 
 @pytest.mark.parametrize(
+    "connection", [b"close, x", b"x, close", b"Close", b"keep-alive, close", b"upgrade,close"]
+)
+def test_a_close_token_anywhere_in_connection_closes(connection: bytes) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nConnection: " + connection + b"\r\nContent-Length: 0\r\n\r\n"
+    engine, conn = _answer(raw, split=None)
+    assert engine.completed == [200]
+    assert conn.must_close
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_keep_alive_answers_are_reused(raw: bytes) -> None:
+    engine, conn = _answer(raw, split=None)
+    assert engine.completed == [200] and not conn.must_close
+
+
+def test_a_body_without_framing_ends_when_the_server_closes() -> None:
+    engine, conn = _answer(b"HTTP/1.1 200 OK\r\n\r\nsome of the body", split=3)
+    assert engine.completed == [] and conn.body_until_close and conn.must_close
+    # a framed body cut short by a close is not an answer
+    _, conn = _answer(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabc", split=None
+    )
+    assert not conn.body_until_close
+
+
+def test_a_keep_alive_connection_reads_one_answer_after_another() -> None:
+    engine, conn = _answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", split=None)
+    conn.send(2, 0.0, b"GET / HTTP/1.1\r\n\r\n")
+    for piece in (b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n", b"0\r\n\r\n"):
+        conn.data_received(piece)
+    assert engine.completed == [200, 503] and engine.failed == []
+
+
+def test_a_head_longer_than_64_kib_is_malformed() -> None:
+    raw = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n"
+    engine, _ = _answer(raw, split=8192)
+    assert engine.failed == ["malformed"]
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         b"SPEAKING NO HTTP\r\n\r\n",
@@ -96,6 +143,7 @@ def test_connection_close_and_http_10_are_not_reused() -> None:
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\ntoo long",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n",  # two answers
     ],
 )
 def test_malformed_answers_fail(raw: bytes) -> None:
