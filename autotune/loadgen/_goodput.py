@@ -21,7 +21,8 @@ The search, for one configuration (15-40 s for a server of 20-100 req/s):
    squares at every move in the same direction. Once a pass and a failure bracket the goodput,
    the rate bisects until they are within ``rel_precision``, ``max_steps`` steps ran, or the
    next step would end after ``time_budget_s``.
-4. **Verification.** The best passing rate is measured once more for at least ``verify_s``
+4. **Verification** (off by default, ``verify_s=0``; opt in with a positive value). The best
+   passing rate is measured once more for at least ``verify_s``
    (MLPerf's and perf_analyzer's habit of confirming the final point with a longer window): a
    pass of 2 s at a rate the server cannot sustain (its queue growing slowly, or a quiet moment
    of a shared host) is the most common lucky result. If it passes, its longer window gives the
@@ -92,7 +93,7 @@ class GoodputSettings:
     undecided_min_samples: int = 200
     max_steps: int = 8
     rel_precision: float = 0.05
-    verify_s: float = 4.0
+    verify_s: float = 0.0
     confidence: float = 0.95
     max_error_ratio: float = 0.0
     arrival: Arrival = Arrival.POISSON
