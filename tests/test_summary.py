@@ -53,6 +53,7 @@ def add(
     baseline: bool = False,
     confirmation_of: int | None = None,
     failure: str | None = None,
+    answer_changed: str | None = None,
 ) -> int:
     """A trial stored as the tuner stores one (through TrialResult.user_attrs)."""
     config = TrialConfig(workers=workers, batch_size=batch)
@@ -71,6 +72,8 @@ def add(
         attrs[A.BASELINE] = True
     if confirmation_of is not None:
         attrs[A.CONFIRMATION_OF] = confirmation_of
+    if answer_changed is not None:
+        attrs[A.ANSWER_CHANGED] = answer_changed
     study.add_trial(
         create_trial(
             params={"workers": workers, "batch_size": batch},
@@ -201,3 +204,22 @@ def test_when_every_confirmation_fails_there_is_no_best(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="held the SLA in every confirmation"):
         best_feasible_trial(study)
     assert [r.role for r in summary_rows(summary)] == ["default", "none"]
+
+
+def test_a_best_whose_answers_changed_is_flagged_in_the_verdict_and_the_table(
+    tmp_path: Path,
+) -> None:
+    study = new_study(tmp_path)
+    add(study, throughput=50.0, p99=60.0, workers=1, baseline=True)
+    add(study, throughput=90.0, p99=70.0, workers=2, answer_changed="scores[0] 0.9 != 0.1")
+    summary = summarize(study)
+    assert summary.best is not None and summary.best.number == 1
+    assert summary.best.answer_changed == "scores[0] 0.9 != 0.1"
+    text = verdict_text(summary)
+    assert "Warning" in text and "scores[0] 0.9 != 0.1" in text
+    notes = {row[0]: row[-1] for row in table_rows(summary) if row and row[0].isdigit()}
+    assert "answers changed" in notes["1"] and "answers changed" not in notes["0"]
+    (tmp_path / "b").mkdir()
+    unflagged = new_study(tmp_path / "b")
+    add(unflagged, throughput=90.0, p99=70.0, workers=2)
+    assert "Warning" not in verdict_text(summarize(unflagged))

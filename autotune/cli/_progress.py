@@ -86,11 +86,17 @@ def verdict_text(summary: StudySummary, *, stopped_early: bool = False) -> str:
         confirmed = ""
         if best.replicates is not None:
             confirmed = f", confirmed {confirmed_text(best)}"
-        return (
+        text = (
             f"[bold green]Best configuration[/] (trial {best.number}): {best.label}: "
             f"{best.throughput_rps:.1f} req/s with P99 {best.p99_ms:.1f} ms <= {sla}"
             f"{confirmed}{speed}"
         )
+        if best.answer_changed:
+            text += (
+                f"\n[bold yellow]Warning:[/] its answers to the sample input differ from the "
+                f"reference ({best.answer_changed}); check this configuration before deploying it"
+            )
+        return text
     lines = [f"[bold red]No configuration meets P99 <= {sla} on this host.[/]"]
     if summary.confirmed:
         lines = [f"[bold red]No configuration held P99 <= {sla} in every confirmation.[/]"]

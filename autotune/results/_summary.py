@@ -51,6 +51,7 @@ class TrialLine:
     baseline: bool
     reused_from: int | None = None
     replicates: Replicates | None = None  # every measurement, when it was confirmed
+    answer_changed: str | None = None  # its answers differed from the reference: how
 
     @property
     def complete(self) -> bool:
@@ -146,6 +147,7 @@ def _line(record: TrialRecord, reps: Replicates | None) -> TrialLine:
         baseline=record.baseline,
         reused_from=record.reused_from,
         replicates=reps,
+        answer_changed=record.answer_changed,
     )
 
 

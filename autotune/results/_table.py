@@ -84,6 +84,8 @@ def _note(line: TrialLine, best: int | None) -> str:
         notes.append(f"same as #{line.reused_from}")
     if line.replicates is not None:
         notes.append("confirmed by " + ", ".join(f"#{n}" for n in line.replicates.confirmations))
+    if line.answer_changed:
+        notes.append("answers changed")
     if line.failure:
         failure = line.failure
         notes.append(failure if len(failure) <= _MAX_NOTE else failure[: _MAX_NOTE - 3] + "...")

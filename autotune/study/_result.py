@@ -124,6 +124,7 @@ class TrialRecord:
     confirmation_of: int | None = None
     host: str | None = None
     pid: int | None = None
+    answer_changed: str | None = None
 
     @classmethod
     def from_frozen(cls, trial: FrozenTrial) -> TrialRecord:
@@ -146,6 +147,7 @@ class TrialRecord:
             confirmation_of=cast("int | None", _typed(attrs.get(A.CONFIRMATION_OF), int)),
             host=cast("str | None", _typed(attrs.get(A.HOST), str)),
             pid=cast("int | None", _typed(attrs.get(A.PID), int)),
+            answer_changed=cast("str | None", _typed(attrs.get(A.ANSWER_CHANGED), str)),
         )
 
     @property
