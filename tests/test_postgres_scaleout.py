@@ -40,7 +40,7 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
         args = [
             sys.executable, "-m", "autotune", "run", "--model", str(HANDLER),
             "--input", str(sample), "--sla-ms", "100", "--trials", str(TRIALS),
-            "--storage", url, "--study", "shared", "--step-s", "2",
+            "--storage", url, "--study", "shared", "--step-s", "2", "--confirm", "0",
         ]  # fmt: skip
         workers = [
             subprocess.Popen(

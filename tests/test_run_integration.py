@@ -36,7 +36,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     storage = f"sqlite:///{cwd / 'x.db'}"
     proc = autotune(
         "run", "--model", "quick", "--sla-ms", "100", "--trials", str(TRIALS),
-        "--storage", storage, "--study", "it", "--seed", "1",
+        "--storage", storage, "--study", "it", "--seed", "1", "--confirm", "0",
         cwd=cwd,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -76,7 +76,7 @@ def test_run_prints_best_configuration(quick_run: tuple[Path, str]) -> None:
     # Running again resumes: the study holds TRIALS complete trials already, nothing is added.
     proc = autotune(
         "run", "--model", "quick", "--sla-ms", "100", "--trials", str(TRIALS),
-        "--storage", storage, "--study", "it", cwd=cwd, timeout=300,
+        "--storage", storage, "--study", "it", "--confirm", "0", cwd=cwd, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "Best configuration" in proc.stdout
