@@ -20,7 +20,8 @@ cd "$(dirname "$0")/../.."
 out=build/gpu-bundle
 limit=$((60 * 1024 * 1024))
 d2_commit=02b5c4e295e990042a714712c21dc79b731e8833
-d2_git=${D2_GIT:-/work/.mirror/facebookresearch+detectron2/repo}
+# A git directory of facebookresearch/detectron2 holding that commit (a clone, or a mirror).
+d2_git=${D2_GIT:?set D2_GIT to a git directory of facebookresearch/detectron2 that has commit $d2_commit}
 jdk=${JDK:-/usr/lib/jvm/java-17-openjdk-amd64}
 rm -rf "$out" build/gpu-stage
 mkdir -p build/gpu-stage/wheels build/gpu-stage/other
