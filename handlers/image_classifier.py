@@ -186,6 +186,7 @@ class ImageClassifier(BaseHandler):
         results: list[dict[str, Any]] = []
         for idx, error in enumerate(errors):
             if error is not None:
+                assert self.context is not None  # BaseHandler.handle set it before postprocess
                 self.context.set_response_status(400, error, idx)
                 results.append({"error": error})
             else:

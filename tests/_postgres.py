@@ -44,7 +44,10 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(root, "postgres")
         shutil.chown(sock, "postgres")
     port = _free_port()
-    run = lambda *cmd: subprocess.run(_as_postgres(list(cmd)), check=True, capture_output=True)  # noqa: E731
+
+    def run(*cmd: str) -> None:
+        subprocess.run(_as_postgres(list(cmd)), check=True, capture_output=True)
+
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-U", "autotune", "--auth=trust", "-E", "UTF8")
         run(

@@ -56,7 +56,7 @@ def make_study(tmp_path: Path) -> tuple[str, optuna.Study]:
         trial = study.ask(DISTRIBUTIONS)
         config = TrialConfig(workers=workers, batch_size=batch)
         ok = p99 is not None
-        constraint = A.constraint_value(p99 if ok else math.nan, SLA_MS, ok=ok)
+        constraint = A.constraint_value(math.nan if p99 is None else p99, SLA_MS, ok=ok)
         attrs: dict[str, Any] = {
             A.CONFIG: config.as_dict(),
             A.THROUGHPUT_RPS: throughput,

@@ -16,10 +16,11 @@ from optuna.trial import create_trial
 from typer.testing import CliRunner
 
 from autotune._errors import ConfigError, StorageError
-from autotune.cli._results import export, load_study
+from autotune.cli._results import export
 from autotune.results import export_best, trial_config_properties
 from autotune.serving import MODEL_VERSION, ExportedServer, free_port, get_model, read_properties
 from autotune.space import TrialConfig
+from autotune.study import load_study
 from autotune.study import schema as A
 
 SLA_MS = 100.0
@@ -237,8 +238,10 @@ def test_torchserve_starts_from_the_export_and_serves_the_best_config(
     study: optuna.Study, tmp_path: Path
 ) -> None:
     spec = get_model("quick")
-    if not spec.handler_path.is_file() or not spec.sample_path.is_file():
-        pytest.skip(f"the quick model is not there yet ({spec.handler_path}, {spec.sample_path})")
+    sample_path = spec.sample_path
+    assert sample_path is not None  # the quick model ships its sample image
+    if not spec.handler_path.is_file() or not sample_path.is_file():
+        pytest.skip(f"the quick model is not there yet ({spec.handler_path}, {sample_path})")
     result = export_best(
         study,
         tmp_path / "export",
@@ -258,7 +261,7 @@ def test_torchserve_starts_from_the_export_and_serves_the_best_config(
 
         keys = json.loads((tmp_path / "serve" / "key_file.json").read_text())
         inference = keys["inference"]["key"]
-        payload = spec.sample_path.read_bytes()
+        payload = sample_path.read_bytes()
         url = f"{server.inference_url}/predictions/quick"
         status, body = _request(url, method="POST", token=inference, data=payload)
         assert status == 200, body[:300]

@@ -56,7 +56,8 @@ def test_trials_are_stored_with_their_measurements(quick_run: tuple[Path, str]) 
         assert list(trial.system_attrs[A.CONSTRAINTS_SYSTEM_ATTR])  # legacy form: dashboard
         if attrs[A.VERDICT] == "feasible":
             assert 0 < attrs[A.P50_MS] <= attrs[A.P99_MS] <= 100
-            assert trial.value == pytest.approx(attrs[A.THROUGHPUT_RPS]) and trial.value > 0
+            assert trial.value is not None and trial.value > 0
+            assert trial.value == pytest.approx(attrs[A.THROUGHPUT_RPS])
             # a P99 verdict needs real samples: probes and steps of several seconds each
             assert attrs[A.REQUESTS] >= 50
     assert study.user_attrs[A.STUDY_SLA_MS] == 100

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from autotune._errors import DeploymentError, ServerError
 from autotune.serving._java import find_java_home
@@ -250,7 +250,7 @@ class TorchServe:
         with _live_lock:
             _live.discard(self)
 
-    def __enter__(self) -> TorchServe:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -2,7 +2,7 @@
 
 Every configuration of a reduced cpu grid (workers x batch size x batch delay x threads per
 worker x TorchScript, 48 by default) is deployed on a real TorchServe and measured by
-:class:`~autotune._tuner.TorchServeEvaluator`, the measurement ``autotune run`` makes for each
+the evaluator that ``autotune.prepare`` builds, the measurement ``autotune run`` makes for each
 trial (goodput under the SLA with the load generator). Rows are appended as they are measured,
 so an interrupted run resumes where it stopped; the configurations run in a seeded shuffled order
 so that a drift of the host (other load, thermals) does not line up with one parameter.
@@ -29,16 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from autotune import (  # noqa: E402
-    TorchServeEvaluator,
-    TrialConfig,
-    TrialResult,
-    detect_hardware,
-    find_java_home,
-    get_model,
-    read_input,
-)
+import autotune  # noqa: E402
+from autotune import TrialConfig, TrialResult  # noqa: E402
 from autotune.loadgen import GoodputSettings  # noqa: E402
+from autotune.serving import Holder, HostLock  # noqa: E402
 from autotune.space import PARAMETERS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -104,6 +98,7 @@ def row(result: TrialResult, sla_ms: float) -> dict[str, object]:
         "device": c.device,
         "fp16": str(c.fp16).lower(),
         "torchscript": str(c.torchscript).lower(),
+        "compile": str(c.compile).lower(),
         "workers": c.workers,
         "batch_size": c.batch_size,
         "max_batch_delay_ms": c.max_batch_delay_ms,
@@ -113,6 +108,11 @@ def row(result: TrialResult, sla_ms: float) -> dict[str, object]:
         "p99_ms": "" if result.verdict == "failed" or p99 != p99 else round(p99, 1),
         "sla_ms": f"{sla_ms:g}",
     }
+
+
+def _say_wait(holder: Holder | None) -> None:
+    who = holder.describe() if holder is not None else "another autotune run"
+    print(f"waiting for the host: {who}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,32 +127,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the measuring order")
     args = parser.parse_args(argv)
 
-    find_java_home()
-    spec = get_model("quick")
-    assert spec.sample_path is not None
     configs = grid(args.workers, args.batch_sizes, args.delays, args.threads)
     random.Random(args.seed).shuffle(configs)
     done = done_keys(args.out)
     todo = [c for c in configs if key(c) not in done]
     print(f"{len(configs)} configurations, {len(configs) - len(todo)} measured already")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="quick-landscape-"))
-    evaluator = TorchServeEvaluator(
-        spec=spec,
-        workdir=workdir.resolve(),
-        hardware=detect_hardware(),
-        payload=read_input(spec.sample_path),
+    # The evaluator `autotune run` builds: the quick model's archive, its knobs, one server.
+    settings = autotune.RunSettings(
         sla_ms=args.sla_ms,
-        load_settings=GoodputSettings(),
+        model="quick",
+        storage=f"sqlite:///{workdir.resolve() / 'unused.db'}",
+        workdir=workdir.resolve(),
+        load=GoodputSettings(warmup_requests=2),  # as `autotune run`
     )
+    prepared = autotune.prepare(settings)  # starts TorchServe and checks the model answers
+    evaluator = prepared.evaluator
     new_file = not args.out.is_file()
+    # Rows appended to an older file keep its columns (``quick_cpu.csv`` predates ``compile``).
+    columns = COLUMNS if new_file else tuple(args.out.read_text().splitlines()[0].split(","))
     try:
         with args.out.open("a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(
+                f, fieldnames=columns, lineterminator="\n", extrasaction="ignore"
+            )
             if new_file:
                 writer.writeheader()
             for i, config in enumerate(todo, 1):
                 started = time.monotonic()
-                result = evaluator.evaluate(config)
+                with HostLock(study="quick-landscape", on_wait=_say_wait):
+                    result = evaluator.evaluate(config)
                 writer.writerow(row(result, args.sla_ms))
                 f.flush()
                 print(

@@ -79,7 +79,8 @@ def write_vision_model(folder: Path, *, torchscript: bool) -> list[str]:
                 "--serialized-file", str(folder / "weights.pth")]  # fmt: skip
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch 2.14: TorchScript is deprecated
-        traced = torch.jit.trace(model, torch.zeros(1, 3, 224, 224))
+        # torch leaves torch.jit.trace unannotated
+        traced = torch.jit.trace(model, torch.zeros(1, 3, 224, 224))  # type: ignore[no-untyped-call]
         torch.jit.save(traced, str(folder / "model.pt"))
     return ["--serialized-file", str(folder / "model.pt")]
 

@@ -104,7 +104,7 @@ def test_settings_are_frozen_and_typed() -> None:
     assert isinstance(settings, autotune_handler_utils.ClassifierSettings)
     assert settings.image_size == 160 and settings.device == "cpu"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.image_size = 224  # type: ignore[misc]
+        settings.image_size = 224
 
 
 @pytest.mark.parametrize(
