@@ -22,33 +22,25 @@ threads_per_worker >= 1. ``baseline`` overrides fields of TorchServe's default c
 Any error raises :class:`~autotune._errors.ConfigError` with one line naming the file, the key
 and the rule.
 
-Representation in Optuna (what the sampler sees, and the dashboard shows)
--------------------------------------------------------------------------
-The space is flattened into a nearly *static* space: every trial suggests the same names with the
-same distributions, so TPE samples them jointly and GPSampler models all of them (both drop
-names whose distribution changes between trials, or that some trials lack, to independent
-sampling). The one conditional name is ``threads_per_worker``, asked on cpu trials only.
+Representation in Optuna (what the dashboard shows)
+---------------------------------------------------
+A study's params are the deployment's own names and values, so the dashboard's trial table and
+importance chart read ``batch_size: 8``, ``max_batch_delay_ms: 5``:
 
-* ``backend``: categorical over ``cpu_fp32``, ``cuda_fp32``, ``cuda_fp16``. Device and precision
-  are one choice, so fp16 on cpu cannot arise.
+* ``device``: categorical over the devices of the space; ``fp16``: categorical, asked on cuda
+  trials only (fp16 on cpu cannot arise).
 * ``torchscript``: categorical ``False``/``True``, when the space offers no ``compile``;
   otherwise ``graph``: categorical over the graph modes ``eager``, ``torchscript``,
   ``compile`` that the space holds (a configuration has at most one of TorchScript and compile).
-* ``workers``, ``batch_size``, ``max_batch_delay_ms``, ``threads_per_worker``: ordinal integers,
-  so a GP sees that 8 lies between 4 and 16. A parameter whose values are every integer of a
-  range is suggested as itself (``workers`` in 1..4); values that are consecutive powers of two
-  as their exponent (``batch_size_log2`` in 0..4 for 1..16); any other list as the index into
-  its sorted values (``max_batch_delay_ms_index`` in 0..5 for 1, 5, 10, 25, 50, 100).
-* Where a parameter's values differ per device, the distribution covers the union of the
-  devices' values and a suggested value is moved to the nearest value of the trial's device.
-* ``threads_per_worker`` is suggested on cpu trials only (a fixed range); a cuda configuration
-  gets 0 ("not applicable") and its trial has no such parameter, so the dashboard shows none.
-  On a cpu-only host every trial asks it and the GP models it with the rest; on a host with
-  a GPU the GP models the names every trial shares and the thread count of a cpu trial is drawn
-  independently. Asked on every trial instead, it was a dimension with no effect on cuda that
-  the GP kept cycling through while re-proposing its incumbent: on the GPU landscape of
-  ``benchmarks/search_efficiency.py`` the median number of trials to 99 % of the optimum fell
-  from 14.5 to 8 with this representation.
+* ``workers``, ``batch_size``, ``max_batch_delay_ms``, ``threads_per_worker``: integers over the
+  range of their values (log-scaled when the values are powers of two), moved to the nearest
+  value of the trial's device where the values differ per device.
+* ``threads_per_worker`` is asked on cpu trials only; a cuda configuration gets 0 ("not
+  applicable") and its trial has no such parameter.
+
+How a sampler models them (features, encodings) is the sampler's business
+(``autotune/study/_sampler.py``), not the study's. Params of the encoded form that earlier
+studies stored (``backend``, ``batch_size_log2``, ``max_batch_delay_ms_index``) are still read.
 
 Several parameter sets may give one configuration (clamped workers);
 :meth:`SearchSpace.params_for` returns the canonical one, and ``TrialConfig`` equality tells
