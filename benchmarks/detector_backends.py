@@ -10,7 +10,8 @@ mask head does the same work. Each is called through ``handle`` as a TorchServe 
 (decode, resize, forward, mask paste, RLE encode) on the Animated Drawings sample (1000 x 750),
 in turns (A, B, A, B, ...) so that other load on the host hits both alike, after 2 warm-up
 calls. Each line gives the minimum and median wall time per image, and the ratio of the
-medians (Detectron2 / torchvision). Needs Detectron2 (see the README).
+medians (Detectron2 / torchvision). The measurement holds autotune's host lock (it waits for a
+run measuring on this host, and a run waits for it). Needs Detectron2 (see the README).
 
     .venv/bin/python benchmarks/detector_backends.py --archives DIR [--min-size 320]
         [--detections 10]
@@ -18,6 +19,18 @@ medians (Detectron2 / torchvision). Needs Detectron2 (see the README).
 writes instead one model archive per backend at that size (``DIR/detector_<backend>.mar``, the
 built-in ``animated_drawings``/``animated_drawings_d2`` models with other handler defaults) and
 prints the ``autotune run`` command that tunes each on this CPU (``benchmarks/detector_cpu.yaml``).
+
+    .venv/bin/python benchmarks/detector_backends.py --archives DIR --tune BACKEND
+        --sla-ms 5000 [--trials 4]
+
+tunes that archive end to end: what ``autotune run --model DIR/detector_BACKEND.mar --space
+benchmarks/detector_cpu.yaml --confirm 0`` does (same prepare, study, trials on a real
+TorchServe, summary; ``autotune export`` reads it, from ``sqlite:///DIR/detectors-tuned.db``),
+with the load generator set for a model answering ~0.3-1 request/s (``SLOW_LOAD``) instead of
+the CLI's defaults, which fit 20-100 req/s. With those, no trial of this model can be feasible on
+a 2-core CPU: the capacity probe's 32 clients leave a queue of 30+ s that the 5 s drain does
+not empty (the next step's requests all count as unfinished errors), and a pass needs 299 (or
+200 undecided) answers in one step of at most 24 s.
 """
 
 from __future__ import annotations
@@ -40,8 +53,26 @@ from autotune.handlers.maskrcnn_detector import MaskRCNNDetector
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
+from autotune.loadgen import GoodputSettings
+from autotune.serving import Holder, HostLock
+
 SAMPLE = Path(str(resources.files("autotune").joinpath("assets", "drawing.jpg")))
 BACKENDS = ("torchvision", "detectron2")
+SPACE = Path(__file__).resolve().parent / "detector_cpu.yaml"
+# The goodput search for a server of ~0.3-1 req/s (the CLI's own adds only warmup_requests=2):
+# capacity probe with as many clients as the space's largest workers x batch (2 x 4), answers
+# awaited until the queue is empty, steps of up to 60 s, and a step passes undecided on 15
+# answers none of which is over the SLA (its P99 point estimate is its maximum).
+SLOW_LOAD = GoodputSettings(
+    warmup_requests=2,
+    capacity_concurrency=8,
+    drain_max_s=60.0,
+    step_max_s=30.0,
+    step_long_s=60.0,
+    undecided_min_samples=15,
+    rel_precision=0.2,
+    time_budget_s=240.0,
+)
 
 
 def load(settings: dict[str, Any], model_dir: Path) -> MaskRCNNDetector:
@@ -106,7 +137,6 @@ def write_archives(args: argparse.Namespace) -> None:
         "max_size": round(min_size * 1333 / 800),
         "detections_per_img": args.detections,
     }
-    space = Path(__file__).resolve().parent / "detector_cpu.yaml"
     for backend, builtin in (
         ("torchvision", "animated_drawings"),
         ("detectron2", "animated_drawings_d2"),
@@ -120,11 +150,44 @@ def write_archives(args: argparse.Namespace) -> None:
         target = args.archives / f"detector_{backend}.mar"
         shutil.copyfile(built, target)
         print(
-            f"autotune run --model {target} --input {SAMPLE} --space {space} "
-            f"--sla-ms {args.sla_ms:g} --trials 4 --confirm 0 --step-s 6 "
-            f"--storage sqlite:///{args.archives.resolve()}/detectors.db "
-            f"--workdir {args.archives.resolve()}/work"
+            f"python benchmarks/{Path(__file__).name} --archives {args.archives} --tune {backend} "
+            f"--sla-ms {args.sla_ms:g} --trials {args.trials}"
         )
+
+
+def tune(args: argparse.Namespace) -> None:
+    """One study of ``DIR/detector_<backend>.mar``, as ``autotune run`` with ``SLOW_LOAD``."""
+    import autotune
+
+    archives = args.archives.resolve()
+    archive = archives / f"detector_{args.tune}.mar"
+    if not archive.is_file():
+        raise SystemExit(f"{archive}: no archive; write it first with --archives {args.archives}")
+    settings = autotune.RunSettings(
+        sla_ms=args.sla_ms,
+        model=str(archive),
+        storage=f"sqlite:///{archives}/detectors-tuned.db",
+        space_path=SPACE,
+        n_trials=args.trials,
+        input_path=SAMPLE,
+        workdir=archives / "work",
+        load=SLOW_LOAD,
+        confirm_top_k=0,
+    )
+    started = time.monotonic()
+    prepared = autotune.prepare(settings)
+    study, _ = autotune.open_study(prepared)
+    autotune.run_study(
+        prepared,
+        study,
+        on_trial_end=lambda trial, result: print(
+            f"trial {trial.number}: {result.config.label()} {result.verdict} "
+            f"{result.throughput_rps:.2f} req/s P99 {result.p99_ms:,.0f} ms",
+            flush=True,
+        ),
+    )
+    best = autotune.summarize(study).best
+    print(f"wall {time.monotonic() - started:.0f} s; best: {best}")
 
 
 def main() -> None:
@@ -136,19 +199,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--archives", type=Path, help="write the two archives here instead")
-    parser.add_argument("--sla-ms", type=float, default=3000, help="(--archives) the SLA")
+    parser.add_argument("--sla-ms", type=float, default=5000, help="(--archives) the SLA")
+    parser.add_argument("--tune", choices=BACKENDS, help="(--archives) tune this one")
+    parser.add_argument("--trials", type=int, default=4, help="(--tune) the study's trials")
     args = parser.parse_args()
+    if args.tune and not args.archives:
+        parser.error("--tune needs --archives DIR (where the archives are)")
+    if args.tune:
+        tune(args)
+        return
     if args.archives:
         write_archives(args)
         return
-    load_before = os.getloadavg()[0]
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads, "
-        f"{args.detections} detections, batch {args.batch}, load {load_before:.1f}",
+        f"{args.detections} detections, batch {args.batch}",
         flush=True,
     )
     rows = []
-    with tempfile.TemporaryDirectory() as model_dir:
+
+    def on_wait(holder: Holder | None) -> None:
+        who = holder.describe() if holder is not None else "another run"
+        print(f"waiting for the host: {who}", flush=True)
+
+    with HostLock(on_wait=on_wait), tempfile.TemporaryDirectory() as model_dir:
+        print(f"load {os.getloadavg()[0]:.1f} when the host lock was taken", flush=True)
         for min_size in args.min_size:
             row = measure(args, min_size, Path(model_dir))
             rows.append(row)

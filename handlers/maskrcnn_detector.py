@@ -15,7 +15,9 @@ work per image (the mask head runs once per detection) does not depend on what t
 weights happen to find. (Detectron2's R50 config normalises pixels with std 1, as its MSRA
 weights were trained; with random weights the handler sets ImageNet's std instead, so the
 random network sees unit-scale input and finds boxes rather than degenerate ones: the same
-compute.) With ``checkpoint`` the weights file is loaded: a torchvision state dict, or for
+compute; and its mask predictor starts as torchvision's, not at Detectron2's std 0.001, so that
+both backends' random masks, and the work of encoding them, are alike.)
+With ``checkpoint`` the weights file is loaded: a torchvision state dict, or for
 Detectron2 anything ``DetectionCheckpointer`` reads (its model-zoo ``model_final_f10217.pkl``).
 
 Settings, read once in ``initialize`` from the ``handler:`` section of model-config.yaml into
@@ -41,7 +43,10 @@ Settings, read once in ``initialize`` from the ``handler:`` section of model-con
                    320 and 800 both agree exactly). Detectron2: its own
                    ``detectron2.export.scripting_with_instances`` of ``inference`` (Detectron2
                    scripts the model, not its pre/post-processing, which stay in Python here;
-                   tracing, its other export path, would fix the detection count's shapes)
+                   tracing, its other export path, would fix the detection count's shapes).
+                   The scripted module answers tensors, not Detectron2's scripted Instances,
+                   whose class exists only in the process that scripted it: a worker loading
+                   the cached module could not read them
       compile      torch.compile of the backbone (ResNet-50 + FPN, most of the FLOPs) in both
                    backends; the RPN and RoI heads stay eager (data-dependent shapes: NMS,
                    per-image box counts). Compiled in ``initialize`` on a 4:3 image
@@ -212,8 +217,44 @@ def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     return flat.reshape(width, height).T
 
 
+def _detections(found: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's Detectron2 ``Instances``: boxes, scores, classes, mask probabilities."""
+    return found.pred_boxes.tensor, found.scores, found.pred_classes, found.pred_masks
+
+
+def _scriptable_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """``model.inference`` as a module that answers tensors, to script.
+
+    A scripted Detectron2 model answers ``Instances`` of a class that
+    ``scripting_with_instances`` makes in the process that scripts it
+    (``detectron2.export.torchscript_patch<N>``): a worker that loads the module from the
+    TorchScript cache has no such class and fails on the first request ("ScriptedInstances1 is
+    not found"). This one returns each image's tensors. Defined here, not at module level:
+    TorchServe wants exactly one class in a handler file.
+    """
+
+    class Detectron2Inference(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(
+            self, images: list[dict[str, torch.Tensor]]
+        ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+            outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            for found in self.model.inference(images, None, False):
+                outputs.append(
+                    (found.pred_boxes.tensor, found.scores, found.pred_classes, found.pred_masks)
+                )
+            return outputs
+
+    return Detectron2Inference(model).eval()
+
+
 class MaskRCNNDetector(BaseHandler):
     """Mask R-CNN: bytes in, boxes, labels, scores and RLE masks out; one forward per batch."""
+
+    device: torch.device  # BaseHandler's is Optional; initialize always sets it
 
     def initialize(self, context: Any) -> None:
         self.settings = settings = read_settings(context)
@@ -297,6 +338,13 @@ class MaskRCNNDetector(BaseHandler):
         with torch.random.fork_rng(devices=[]), quiet_detectron2():
             torch.manual_seed(utils.SEED)
             model = build_model(cfg)
+            if not self.checkpoint:
+                # Detectron2 starts the mask predictor at std 0.001 (probabilities 0.5 +- 1e-4);
+                # torchvision's init here gives both backends random masks alike, so that the
+                # mask paste and RLE encoding do alike work (the same compute either way).
+                predictor = model.roi_heads.mask_head.predictor
+                torch.nn.init.kaiming_normal_(predictor.weight, mode="fan_out", nonlinearity="relu")
+                torch.nn.init.zeros_(predictor.bias)
         if self.checkpoint:
             DetectionCheckpointer(model).load(self.checkpoint)
         if settings.channels_last:
@@ -318,7 +366,9 @@ class MaskRCNNDetector(BaseHandler):
 
         def compile_model() -> torch.jit.ScriptModule:
             with quiet_detectron2():
-                return scripting_with_instances(model, fields)  # type: ignore[no-any-return]
+                return scripting_with_instances(  # type: ignore[no-any-return]
+                    _scriptable_inference(model), fields
+                )
 
         config = hashlib.sha256(Path(self.config_file).read_bytes()).hexdigest()
         import detectron2
@@ -348,24 +398,28 @@ class MaskRCNNDetector(BaseHandler):
             resized = (resized.flip(0) if self.bgr else resized) * 255
             inputs.append({"image": resized})  # scripted: Dict[str, Tensor]
         with quiet_detectron2():
-            instances = self.model.inference(inputs, do_postprocess=False)
+            if self.scripted:  # (boxes, scores, classes, masks) per image
+                found_all = self.model(inputs)
+            else:
+                found_all = [_detections(f) for f in self.model.inference(inputs, None, False)]
         outputs = []
-        for found, image, given in zip(instances, images, inputs, strict=True):
+        for found, image, given in zip(found_all, images, inputs, strict=True):
+            pred_boxes, scores, pred_classes, pred_masks = found
             height, width = image.shape[-2:]
             resized_h, resized_w = given["image"].shape[-2:]
             factors = [width / resized_w, height / resized_h] * 2
-            boxes = found.pred_boxes.tensor.float() * torch.tensor(factors, device=self.device)
+            boxes = pred_boxes.float() * torch.tensor(factors, device=self.device)
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
             with torch.autocast(self.device.type, enabled=False):  # (K, H, W) bool
                 masks = paste_masks_in_image(
-                    found.pred_masks[:, 0].float(), boxes, (height, width), threshold
+                    pred_masks[:, 0].float(), boxes, (height, width), threshold
                 )
-            labels = found.pred_classes
+            labels = pred_classes
             if self.label_ids is not None:
                 labels = self.label_ids.to(labels.device)[labels]
             outputs.append(
-                {"boxes": boxes, "labels": labels, "scores": found.scores, "masks": masks[:, None]}
+                {"boxes": boxes, "labels": labels, "scores": scores, "masks": masks[:, None]}
             )
         return outputs
 
@@ -432,6 +486,7 @@ class MaskRCNNDetector(BaseHandler):
         results: list[dict[str, Any]] = []
         for idx, error in enumerate(errors):
             if error is not None:
+                assert self.context is not None  # BaseHandler.handle set it before postprocess
                 self.context.set_response_status(400, error, idx)
                 results.append({"error": error})
                 continue

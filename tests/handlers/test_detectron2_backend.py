@@ -8,6 +8,8 @@ the wheel present but not installed they fail, so CI cannot pass them by skippin
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,7 +109,7 @@ def test_answers_in_the_torchvision_backends_format(
         mask = decode_mask(rle)
         assert mask.shape == (750, 1000)
         xs = np.nonzero(mask)[1]
-        assert len(xs), "a pasted mask of probabilities around 0.5 has pixels"
+        assert len(xs), "a pasted mask of a random mask head has pixels"
         margin = 2 + (box[2] - box[0]) / 28
         assert box[0] - margin <= xs.min() and xs.max() <= box[2] + margin
 
@@ -169,6 +171,39 @@ def test_torchscript_equals_eager_and_is_cached(
     monkeypatch.setattr(detectron2.export, "scripting_with_instances", no_script)
     cached = load(MaskRCNNDetector, settings, tmp_path)
     assert run_batch(cached, [drawing_jpeg])[0] == [result]
+
+    # A second worker is another process: it has not scripted anything (no Detectron2 patch
+    # classes of its own) and must answer from the cached module alone.
+    (tmp_path / "drawing.jpg").write_bytes(drawing_jpeg)
+    worker = subprocess.run(
+        [sys.executable, "-c", SECOND_WORKER, json.dumps(settings), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    statuses, answer = json.loads(worker.stdout.splitlines()[-1])
+    assert statuses == [200]
+    assert answer == result
+
+
+SECOND_WORKER = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import detectron2.export
+from autotune.handlers.maskrcnn_detector import MaskRCNNDetector
+from handler_harness import load, run_batch
+
+def no_script(*args, **kwargs):
+    raise AssertionError("the cached module should have been loaded")
+
+detectron2.export.scripting_with_instances = no_script
+settings, model_dir = json.loads(sys.argv[1]), sys.argv[2]
+handler = load(MaskRCNNDetector, settings, model_dir)
+(answer,), statuses = run_batch(handler, [open(model_dir + "/drawing.jpg", "rb").read()])
+print(json.dumps([statuses, answer]))
+"""
 
 
 def test_compile_equals_eager(
