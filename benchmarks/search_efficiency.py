@@ -26,8 +26,14 @@ Figures, per search, over all runs:
 
 * ``exported_share``: the true goodput of the configuration the tool would export after
   ``--trials`` trials (and after each of ``--export-at``), as a share of the landscape's
-  optimum: median, 10th percentile, worst. What it exports is the trial the study's summary
-  picks: the feasible trial of highest *measured* goodput (under noise, the measurement decides).
+  optimum: median, 10th percentile, worst. What it exports is what ``autotune run`` exports:
+  with ``--confirm K`` (default 3, ``--repeats`` 2, as ``autotune run``), the K feasible
+  search trials of highest measured goodput are measured ``--repeats`` more times (each
+  re-measurement draws its own noise) and the winner is the one of highest geometric mean of
+  its measurements (``autotune.study._confirm``'s rule, the same code). These K x R
+  confirmation measurements come *after* the ``--trials`` search trials, beyond that budget,
+  as in ``autotune run``; the JSON's ``confirm`` says so. ``exported_share_unconfirmed``:
+  the feasible search trial of highest *measured* goodput (``--confirm 0``).
 * ``trials_to``: for 95 % and 99 % of the optimum, the trial at which a configuration whose true
   goodput is at that level was first measured: the median over runs (a run that misses counts
   as infinite; ``null`` / ``>T`` when half or more missed) and the share of runs within the budget.
@@ -69,6 +75,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 from autotune import AutotuneError, RunSettings  # noqa: E402
 from autotune.space import SearchSpace, TrialConfig  # noqa: E402
 from autotune.study import (  # noqa: E402
+    Replicates,
     StopRule,
     Tuner,
     enqueue_seeds,
@@ -132,6 +139,7 @@ class Trace:
     measured_rps: tuple[float, ...]
     deployed: tuple[bool, ...]
     configs: tuple[TrialConfig, ...] = ()
+    p99_ms: tuple[float, ...] = ()
     noise_cv: float = 0.0
     seed: int = 0
     missing: int = 0
@@ -141,9 +149,11 @@ class Trace:
         """The true goodput of what the tool exports after ``trials`` trials; 0 when no trial
         is feasible. Without ``confirm``: the feasible trial of highest measured goodput (the
         earlier on a tie), what the study's summary picks from the search trials. With it, as
-        ``autotune run`` goes on: the ``top_k`` feasible configurations of highest measured
-        goodput are measured ``repeats`` more times, and the winner is the one whose lowest
-        measurement is highest (``autotune.study.confirmed_winner``'s rule)."""
+        ``autotune run`` goes on (``plan_confirmation``'s candidates): the ``top_k`` feasible
+        configurations of highest measured goodput are measured ``repeats`` more times, and the
+        winner is chosen by the product's own rule (``autotune.study._confirm``: the highest
+        geometric mean of all its measurements). The confirmation trials come after the
+        ``trials`` search trials, beyond that budget, as in ``autotune run --trials``."""
         ranked: list[tuple[float, int]] = []
         for i, measured in enumerate(self.measured_rps[:trials]):
             if measured > 0 and self.deployed[i]:
@@ -153,17 +163,24 @@ class Trace:
         ranked.sort(key=lambda item: (-item[0], item[1]))
         if confirm is None or confirm.top_k == 0 or not self.configs:
             return self.true_rps[ranked[0][1]]
-        best, value = -1.0, 0.0
+        candidates = []
         for measured, i in ranked[: confirm.top_k]:
             true, config = self.true_rps[i], self.configs[i]
             repeats = [
                 true * noise_factor(config, cv=self.noise_cv, seed=self.seed, repeat=r)
                 for r in range(1, confirm.repeats + 1)
             ]
-            confirmed = min([measured, *repeats])
-            if confirmed > best:
-                best, value = confirmed, true
-        return value
+            p99 = self.p99_ms[i] if self.p99_ms else math.nan
+            candidates.append(
+                Replicates(
+                    trial=i,
+                    throughput_rps=(measured, *repeats),
+                    p99_ms=(p99,) * (1 + confirm.repeats),
+                    confirmations=(),
+                )
+            )
+        winner = Replicates.best(candidates)
+        return self.true_rps[winner.trial] if winner is not None else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,10 +218,12 @@ def run_search(
     done = sorted(
         study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number
     )
-    true, measured, configs = [], [], []
+    true, measured, configs, p99 = [], [], [], []
     for t in done:
         config = TrialConfig.from_dict(t.user_attrs[A.CONFIG])
         configs.append(config)
+        value = t.user_attrs.get(A.P99_MS)
+        p99.append(float(value) if isinstance(value, int | float) else math.nan)
         true.append(landscape.feasible_rps(config, sla_ms))
         measured.append(float(t.value or 0.0) if is_feasible(t) else 0.0)
     return Trace(
@@ -212,6 +231,7 @@ def run_search(
         measured_rps=tuple(measured),
         deployed=tuple(A.REUSED_FROM not in t.user_attrs for t in done),
         configs=tuple(configs),
+        p99_ms=tuple(p99),
         noise_cv=noise_cv,
         seed=seed,
         missing=len(evaluator.missing),
@@ -254,15 +274,17 @@ def grid_trace(
     """The sweep, measured with the same evaluator (and noise) as the searches."""
     evaluator = TableEvaluator(landscape, sla_ms=sla_ms, noise_cv=noise_cv, seed=seed)
     order = grid_order(landscape.space)
-    measured = []
+    measured, p99 = [], []
     for config in order:
         result = evaluator.evaluate(config)
         measured.append(result.throughput_rps if result.verdict == "feasible" else 0.0)
+        p99.append(result.p99_ms)
     return Trace(
         true_rps=tuple(landscape.feasible_rps(c, sla_ms) for c in order),
         measured_rps=tuple(measured),
         deployed=(True,) * len(order),
         configs=tuple(order),
+        p99_ms=tuple(p99),
         noise_cv=noise_cv,
         seed=seed,
         missing=len(evaluator.missing),
@@ -462,6 +484,9 @@ class Report:
             "confirm": {
                 "top_k": self.confirm.top_k if self.confirm else 0,
                 "repeats": self.confirm.repeats if self.confirm else 0,
+                "measurements": self.confirm.top_k * self.confirm.repeats if self.confirm else 0,
+                "within_trials": False,  # after the search trials, beyond --trials
+                "winner": Replicates.winner_rule,
             },
             "methods": {m.name: m.as_dict() for m in self.methods},
             "random_unbounded_trials_to": {

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from autotune.space import Hardware, SearchSpace, TrialConfig, builtin_space, load_space
 from autotune.study import (
+    Replicates,
     TrialResult,
     Tuner,
     confirmed_winner,
@@ -20,6 +21,7 @@ from autotune.study import (
     run_confirmation,
 )
 from autotune.study import schema as A
+from autotune.study._confirm import RULE, WINNER_RULE, best_replicates
 
 HW = Hardware(cpu_cores=2)
 
@@ -139,3 +141,26 @@ def test_the_plan_skips_infeasible_and_reused_trials_and_states_its_rule() -> No
     assert plan.total == 6
     with pytest.raises(ValueError, match="top_k >= 0"):
         plan_confirmation(study.get_trials(), top_k=-1, repeats=2)
+
+
+def _reps(trial: int, *rps: float) -> Replicates:
+    return Replicates(trial=trial, throughput_rps=rps, p99_ms=(50.0,) * len(rps), confirmations=())
+
+
+def test_the_winner_has_the_highest_geometric_mean_and_reports_its_lowest() -> None:
+    # The lowest measurement would pick STEADY_LOW (98 > 96); the mean of all three picks the
+    # configuration that is better on the whole (about 104.5 against 99).
+    steady_low = _reps(1, 100.0, 98.0, 99.0)
+    better = _reps(2, 110.0, 96.0, 108.0)
+    winner = best_replicates([steady_low, better])
+    assert winner is better
+    assert better.mean_rps == pytest.approx((110.0 * 96.0 * 108.0) ** (1 / 3))
+    assert better.confirmed_rps == 96.0  # the figure reported stays the conservative one
+    # A configuration with a measurement over the SLA (0) is out, whatever its mean.
+    assert best_replicates([_reps(3, 500.0, 0.0, 500.0), steady_low]) is steady_low
+    assert best_replicates([_reps(3, 500.0, 0.0, 500.0)]) is None
+    # Ties go to the lower median P99, then to the earlier trial.
+    fast = Replicates(trial=5, throughput_rps=(100.0,), p99_ms=(40.0,), confirmations=())
+    assert best_replicates([_reps(4, 100.0), fast]) is fast
+    assert best_replicates([_reps(7, 100.0), _reps(6, 100.0)]).trial == 6  # type: ignore[union-attr]
+    assert "geometric mean" in WINNER_RULE and "lowest" in RULE

@@ -81,3 +81,68 @@ def test_the_space_the_study_stored_is_read_when_none_is_given() -> None:
 def test_an_unknown_kind_is_refused() -> None:
     with pytest.raises(Exception, match="unknown --sampler 'annealing'"):
         make_sampler("annealing", seed=0, n_startup_trials=4)
+
+
+def test_startup_measures_the_middle_of_each_device_and_precision() -> None:
+    landscape, profile = generate("mixed_host", 3)
+    space = landscape.space
+    study = optuna.create_study(
+        sampler=make_sampler("gp", seed=0, n_startup_trials=5, space=space), direction="maximize"
+    )
+    enqueue_seeds(study, space, landscape.hardware())
+    tuner = Tuner(
+        study=study,
+        space=space,
+        evaluator=TableEvaluator(landscape, sla_ms=profile.sla_ms),
+        sla_ms=profile.sla_ms,
+        stop_rule=None,
+    )
+    tuner.run(n_trials=5, timeout_s=None)
+    startup = [space.config_from_params(t.params) for t in study.trials[2:]]
+    assert [(c.device, c.fp16) for c in startup] == [
+        ("cuda", True),
+        ("cuda", False),
+        ("cpu", False),
+    ]
+    middle = space.batch_size["cuda"][len(space.batch_size["cuda"]) // 2]
+    assert startup[0].batch_size == middle and startup[0].workers == space.workers["cuda"][0]
+    assert not startup[0].torchscript and not startup[0].compile
+    cpu = startup[2]
+    assert cpu.workers == space.workers["cpu"][1]  # the cores split between two workers
+
+
+def test_workers_and_threads_that_fill_the_cores_alike_are_neighbours_for_the_model() -> None:
+    """On cpu the model sees the threads of all workers (workers x threads), so w1 t8 and
+    w2 t4 differ only in workers: the ridge where workers x threads = cores is smooth."""
+    from autotune.study._sampler import _Features
+
+    landscape, _ = generate("cpu_classifier", 4)
+    features = _Features(landscape.space)
+    base = TrialConfig(device="cpu", workers=1, batch_size=4, max_batch_delay_ms=5,
+                       threads_per_worker=8)  # fmt: skip
+    traded = TrialConfig(**{**base.as_dict(), "workers": 2, "threads_per_worker": 4})
+    more = TrialConfig(**{**base.as_dict(), "workers": 2})
+    f0, f1, f2 = features(base), features(traded), features(more)
+    i = features.names.index("threads")
+    assert f0[i] == f1[i] < f2[i]
+    assert all(0.0 <= v <= 1.0 for v in (*f0, *f1, *f2))
+
+
+def test_a_device_out_of_reach_is_left_once_another_meets_the_sla() -> None:
+    """A cpu trial that missed the SLA by more than twice already on the idle server (batch
+    delay taken out), on a host whose cuda trials met it: the cpu configurations weigh little."""
+    from autotune.study._sampler import _Measured, _reach
+
+    gpu = TrialConfig(device="cuda", workers=1, batch_size=4, max_batch_delay_ms=5)
+    cpu = TrialConfig(device="cpu", workers=2, batch_size=4, max_batch_delay_ms=5,
+                      threads_per_worker=4)  # fmt: skip
+    free = [
+        TrialConfig(**{**gpu.as_dict(), "workers": 2}),
+        TrialConfig(**{**cpu.as_dict(), "workers": 1}),
+    ]
+    fast = _Measured(config=gpu, rps=100.0, failed=False)
+    slow_cpu = _Measured(config=cpu, rps=0.0, failed=False, slow=5.0)
+    near_cpu = _Measured(config=cpu, rps=0.0, failed=False, slow=1.5)
+    assert list(_reach([fast, slow_cpu], free)) == [1.0, pytest.approx(0.05)]
+    assert list(_reach([fast, near_cpu], free)) == [1.0, 1.0]  # threads might close 1.5x
+    assert list(_reach([slow_cpu], free)) == [1.0, 1.0]  # nothing met the SLA: no judgement

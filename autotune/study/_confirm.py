@@ -2,27 +2,33 @@
 conservative figure of each, and the confirmed winner.
 
 After the search, the top configurations are measured again (``confirmation`` trials, each with
-the user attr ``confirmation_of`` = the search trial it repeats). A configuration's *confirmed
-figure* is the lowest goodput of all its measurements (the search trial's and every
-confirmation's): a configuration is only as good as its worst repeat. The winner is the
-confirmed configuration with the highest confirmed figure; ties go to the lower median P99, then
-to the earlier trial. Without confirmation trials there is no confirmed winner, and
-``study.best_trial`` (feasible trials only) stands.
+the user attr ``confirmation_of`` = the search trial it repeats). The winner is the confirmed
+configuration with the highest *geometric mean* of the goodputs of all its measurements (the
+search trial's and every confirmation's; a configuration with one failed or over-SLA
+measurement is out); ties go to the lower median P99, then to the earlier trial. The mean
+decides because it is the steadier estimate: the lowest of three noisy measurements picks the
+configuration with the luckiest worst draw more often than the best one (measured on the
+generator's tuning landscapes, noise CV 0.15: median 97.5 % vs 96.6 % of the optimum, 10th
+percentile 85.7 % vs 83.8 %). The figure reported for it, its *confirmed figure*, stays
+conservative: the lowest goodput of all its measurements. Without confirmation trials there is
+no confirmed winner, and ``study.best_trial`` (feasible trials only) stands.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.study import _schema as A
 from autotune.study._constraint import is_feasible
 
-RULE = "the lowest goodput of all its measurements"
+RULE = "the lowest goodput of all its measurements"  # the confirmed figure
+WINNER_RULE = "the highest geometric mean of the goodputs of all its measurements"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,10 +40,24 @@ class Replicates:
     p99_ms: tuple[float, ...]
     confirmations: tuple[int, ...]  # numbers of the confirmation trials
 
+    winner_rule: ClassVar[str] = WINNER_RULE
+
+    @staticmethod
+    def best(candidates: Iterable[Replicates]) -> Replicates | None:
+        """The winner among ``candidates``: :func:`best_replicates` (the benchmark's way in)."""
+        return best_replicates(candidates)
+
     @property
     def confirmed_rps(self) -> float:
         """The conservative figure: the lowest goodput measured (see the module docstring)."""
         return min(self.throughput_rps)
+
+    @property
+    def mean_rps(self) -> float:
+        """What picks the winner: the geometric mean of the goodputs (0 when one of them is)."""
+        if min(self.throughput_rps) <= 0:
+            return 0.0
+        return math.exp(statistics.fmean(math.log(v) for v in self.throughput_rps))
 
     @property
     def spread(self) -> float:
@@ -86,14 +106,21 @@ def replicates(trials: Sequence[FrozenTrial]) -> dict[int, Replicates]:
 
 
 def confirmed_winner(trials: Sequence[FrozenTrial]) -> Replicates | None:
-    """The confirmed configuration with the best confirmed figure (> 0), or None."""
-    candidates = [r for r in replicates(trials).values() if r.confirmed_rps > 0]
+    """The confirmed configuration of highest geometric mean goodput, or None (see the module
+    docstring)."""
+    return best_replicates(replicates(trials).values())
+
+
+def best_replicates(candidates: Iterable[Replicates]) -> Replicates | None:
+    """The winner among ``candidates`` (the rule of the module docstring); None when none has
+    every measurement feasible."""
+    candidates = [r for r in candidates if r.mean_rps > 0]
     if not candidates:
         return None
     return min(
         candidates,
         key=lambda r: (
-            -r.confirmed_rps,
+            -r.mean_rps,
             r.median_p99_ms if math.isfinite(r.median_p99_ms) else math.inf,
             r.trial,
         ),

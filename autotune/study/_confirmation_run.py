@@ -8,8 +8,9 @@ number and measured by the evaluator directly (a fresh registration of the model
 trial loop's "already measured -> reuse"). The dashboard shows these trials with that attr.
 Confirmations already stored count: a resumed study measures only what is missing.
 
-The winner and its figures then follow from ``autotune.study._confirm`` (the lowest goodput of
-all measurements of a configuration), and are written as the study user attr ``winner``.
+The winner and its figures then follow from ``autotune.study._confirm`` (the highest geometric
+mean of all measurements of a configuration wins; its confirmed figure is the lowest of them),
+and are written as the study user attr ``winner``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autotune.space import SearchSpace
 from autotune.study import _schema as A
-from autotune.study._confirm import RULE, confirmed_winner, is_confirmation, replicates
+from autotune.study._confirm import (
+    RULE,
+    WINNER_RULE,
+    confirmed_winner,
+    is_confirmation,
+    replicates,
+)
 from autotune.study._constraint import is_feasible, set_sla_constraint
 from autotune.study._result import TrialResult
 from autotune.study._study import owner
@@ -186,6 +193,6 @@ def record_winner(study: optuna.Study) -> None:
             "replicates_rps": [round(v, 3) for v in winner.throughput_rps],
             "confirmations": list(winner.confirmations),
             "spread": round(spread, 4) if math.isfinite(spread) else None,
-            "rule": RULE,
+            "rule": f"winner: {WINNER_RULE}; confirmed_rps: {RULE}",
         },
     )

@@ -9,13 +9,20 @@ alike count as one: with batch size 1 the batch delay has no effect (a batch of 
 waited for), so a batch-1 configuration stands for every delay.
 
 * ``gp`` (the default): a Gaussian process over features of the configuration (device,
-  precision, graph mode, log2 workers, log2 batch, the delay where the batch is above 1, log2
-  threads, and how far workers x threads oversubscribe the cores), fitted to the log of the
-  goodput, with infeasible trials put below the worst feasible one. Its length scales are a
-  prior chosen on the tuning seeds of ``autotune.testing``'s landscape generator, only their
-  common scale and the noise are fitted (by marginal likelihood, on a small grid), and the next
-  configuration is the one of highest expected improvement among all the unmeasured ones. The
-  first ``n_startup_trials`` trials (the enqueued ones included) fill the space instead.
+  precision, graph mode, log2 workers, log2 batch, the delay where the batch is above 1, on cpu
+  log2 of the threads of all workers (workers x threads: what shares the cores) and how far
+  they oversubscribe the cores, and log2 workers x batch), fitted to the log of the goodput,
+  with infeasible trials put below the worst feasible one and failed deployments modelled
+  apart (a second GP gives the chance a configuration deploys). Its length scales are a prior
+  chosen on the tuning seeds of ``autotune.testing``'s landscape generator, only their common
+  scale, a linear trend and the noise are fitted (by marginal likelihood, on a small grid).
+  The next configuration is the one of highest expected improvement among all the unmeasured
+  ones; every second one is taken among the neighbours (one setting one step away, or workers
+  and threads traded) of the configurations of highest posterior mean. A device out of reach
+  (every trial on it that deployed missed the SLA by more than 2x already on the idle server,
+  the stop rule's reasoning, while another device met the SLA) weighs 0.05. The first
+  ``n_startup_trials`` trials (the enqueued ones included) are the middle points of each
+  device and precision (cuda fp16, cuda fp32, cpu) instead.
 * ``tpe``: Optuna's ``TPESampler`` on the encoded form of the space (``backend``,
   ``batch_size_log2``...), through a private in-memory study that mirrors this one.
 * ``random``: a configuration drawn uniformly among the unmeasured ones.
@@ -60,6 +67,8 @@ _LINEAR: tuple[float, ...] = (0.0, 0.1, 0.3)  # the fitted weight of a linear tr
 _LOCAL_EVERY: int = 2  # every n-th model trial looks only next to the best ones (0: never)
 _UCB_BETA: float = 0.0  # 0: expected improvement; else upper confidence bound mean + beta sd
 _MAX_CANDIDATES: Final = 20_000
+_HOPELESS: float = 2.0  # as StopRule.factor
+_HOPELESS_WEIGHT: float = 0.05
 
 
 def _canonical(config: TrialConfig, space: SearchSpace) -> TrialConfig:
@@ -76,6 +85,7 @@ class _Measured:
     config: TrialConfig
     rps: float  # 0: over the SLA, or failed
     failed: bool  # the deployment failed (out of memory, a graph mode that does not work)
+    slow: float = 0.0  # over the SLA: the idle latency (batch delay taken out) / the SLA
 
 
 class _Features:
@@ -93,7 +103,8 @@ class _Features:
             lo, hi = math.log2(max(values[0], 1)), math.log2(max(values[-1], 1))
             return lo, max(hi - lo, 1e-9)
 
-        self.w, self.b, self.t = span(workers), span(batch), span(threads)
+        self.w, self.b = span(workers), span(batch)
+        self.wt = span([workers[0] * threads[0], workers[-1] * threads[-1]])
         self.m = span([workers[0] * batch[0], workers[-1] * batch[-1]])
         self.d = math.log1p(delay[-1]) or 1.0
         self.names = list(_LENGTH_SCALES)
@@ -110,7 +121,7 @@ class _Features:
             (math.log2(c.workers) - self.w[0]) / self.w[1],
             (math.log2(c.batch_size) - self.b[0]) / self.b[1],
             math.log1p(c.max_batch_delay_ms) / self.d if c.batch_size > 1 else 0.0,
-            (math.log2(threads) - self.t[0]) / self.t[1] if cpu else 0.0,
+            (math.log2(c.workers * threads) - self.wt[0]) / self.wt[1] if cpu else 0.0,
             oversub,
             (math.log2(c.workers * c.batch_size) - self.m[0]) / self.m[1],
         ]
@@ -259,7 +270,9 @@ class SpaceSampler(optuna.samplers.BaseSampler):
                     continue
                 failed = t.user_attrs.get(A.VERDICT) == "failed"
                 rps = float(t.value or 0.0) if t.values else 0.0
-                measured[config] = _Measured(config=config, rps=rps, failed=failed)
+                measured[config] = _Measured(
+                    config=config, rps=rps, failed=failed, slow=_slowness(t, config)
+                )
                 taken.add(config)
             elif t.state in (TrialState.RUNNING, TrialState.WAITING):
                 taken.add(config)
@@ -319,10 +332,11 @@ class SpaceSampler(optuna.samplers.BaseSampler):
         xs = np.array([features(c) for c in free])
         jitter = 1e-9 * self._rng.random(len(free))
         if len(measured) < self.n_startup_trials:
-            design = _design(space, measured, free)
+            design = _design(space, free)
             if design is not None:
                 return design
-            return free[self._farthest(features, measured, xs)]
+            if sum(m.rps > 0 for m in measured) < 2:  # too little for the model
+                return free[self._farthest(features, measured, xs)]
         base = np.array([_LENGTH_SCALES[n] for n in features.names])
         p_ok = np.ones(len(free))
         if any(m.failed for m in measured):
@@ -330,6 +344,7 @@ class SpaceSampler(optuna.samplers.BaseSampler):
             fails = np.array([float(m.failed) for m in measured])
             fail_gp = _GP(x_all, fails, base, standardise=False)
             p_ok = np.clip(1.0 - fail_gp.predict(xs)[0], 0.02, 1.0)
+        p_ok = p_ok * _reach(measured, free)
         ok = [m for m in measured if not m.failed]
         if len(ok) < 2:
             return free[self._farthest(features, measured, xs, weight=p_ok)]
@@ -456,18 +471,15 @@ def _neighbours(config: TrialConfig, space: SearchSpace) -> list[TrialConfig]:
     return [_canonical(c, space) for c in out if space.contains(c)]
 
 
-def _design(
-    space: SearchSpace, measured: Sequence[_Measured], free: Sequence[TrialConfig]
-) -> TrialConfig | None:
-    """A prior design point: the middle of the first device and precision not measured yet
-    (fp16, fp32 on cuda, then cpu): the middle batch size, the lowest delay above 0, eager, the
-    fewest workers on cuda and the cores split between two workers on cpu. None when every
-    device and precision was measured (or its middle point is taken)."""
-    seen = {(m.config.device, m.config.fp16) for m in measured}
+def _design(space: SearchSpace, free: Sequence[TrialConfig]) -> TrialConfig | None:
+    """A prior design point: the middle point of the first device and precision (fp16, fp32 on
+    cuda, then cpu) whose middle point is still free: the middle batch size, the lowest delay
+    above 0, eager, the fewest workers on cuda and the cores split between two workers on cpu.
+    The seeds are corners (the default, the latency-first one); the middle points are where
+    the model learns most, where a far corner would often miss the SLA or run out of memory.
+    None when every middle point is taken."""
     order = sorted(space.backends, key=lambda b: (b.device != "cuda", not b.fp16))
     for backend in order:
-        if (backend.device, backend.fp16) in seen:
-            continue
         device = backend.device
         batch = space.batch_size[device]
         delays = space.max_batch_delay_ms[device]
@@ -493,6 +505,34 @@ def _design(
         if config in free:
             return config
     return None
+
+
+def _slowness(trial: FrozenTrial, config: TrialConfig) -> float:
+    """How far a trial over the SLA missed it already on the idle server: its idle latency
+    without the batch delay (which a single request waits for) over the SLA; 0 if feasible or
+    unknown."""
+    if trial.values and (trial.value or 0.0) > 0:
+        return 0.0
+    idle, sla = trial.user_attrs.get(A.IDLE_LATENCY_MS), trial.user_attrs.get(A.SLA_MS)
+    if not isinstance(idle, int | float) or not isinstance(sla, int | float) or sla <= 0:
+        return 0.0
+    delay = config.max_batch_delay_ms if config.batch_size > 1 else 0
+    return max(0.0, float(idle) - delay) / float(sla)
+
+
+def _reach(measured: Sequence[_Measured], free: Sequence[TrialConfig]) -> np.ndarray:
+    """A weight per free configuration: small on a device out of reach, where every trial
+    that deployed missed the SLA by more than ``_HOPELESS`` x already on the idle server
+    (as the stop rule reasons: batching and workers add throughput, not single-request speed)
+    while another device met it; 1 elsewhere."""
+    weight = np.ones(len(free))
+    if not _HOPELESS or not any(m.rps > 0 for m in measured):
+        return weight
+    for device in ("cpu", "cuda"):
+        deployed = [m for m in measured if m.config.device == device and not m.failed]
+        if deployed and all(m.rps <= 0 and m.slow > _HOPELESS for m in deployed):
+            weight[[c.device == device for c in free]] = _HOPELESS_WEIGHT
+    return weight
 
 
 def _log_goodput(values: Sequence[float]) -> np.ndarray:
