@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import IntDistribution
+from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import create_trial
 from rich.console import Console
 
@@ -29,7 +29,10 @@ from autotune.study import TrialRecord, TrialResult
 from autotune.study import schema as A
 
 SLA_MS = 100.0
-DISTRIBUTIONS = {"workers": IntDistribution(1, 8), "batch_size": IntDistribution(1, 16)}
+DISTRIBUTIONS: dict[str, BaseDistribution] = {
+    "workers": IntDistribution(1, 8),
+    "batch_size": IntDistribution(1, 16),
+}
 
 
 def new_study(tmp_path: Path) -> optuna.Study:
@@ -173,6 +176,18 @@ def test_confirmation_trials_fold_into_their_configuration(tmp_path: Path) -> No
     assert summary.trials[1].confirmed_rps == 300.0
     assert summary.speedup == pytest.approx(3.7)  # the confirmed figure over the baseline
     assert best_feasible_trial(study).number == 2
+
+
+def test_confirmed_configurations_rank_by_the_winners_rule(tmp_path: Path) -> None:
+    """The table orders confirmed configurations as the winner is chosen (geometric mean), not
+    by the confirmed figure shown: #1's mean (361) is above #3's (340), its lowest (300) below."""
+    study = confirmed_study(tmp_path)
+    add(study, throughput=340.0, p99=60.0, workers=4)  # trial 7
+    add(study, throughput=340.0, p99=60.0, workers=4, confirmation_of=7)
+    add(study, throughput=340.0, p99=60.0, workers=4, confirmation_of=7)
+    summary = summarize(study)
+    assert [line.number for line in summary.trials] == [2, 1, 7, 0]
+    assert summary.trials[1].confirmed_rps == 300.0 and summary.trials[2].confirmed_rps == 340.0
 
 
 def test_readers_show_the_confirmed_figure_and_spread(tmp_path: Path) -> None:

@@ -98,7 +98,9 @@ def test_the_study_stops_early_when_even_idle_requests_are_far_over_the_sla() ->
 
 def test_failed_trials_neither_count_nor_block_the_stop_rule() -> None:
     study = optuna.create_study(direction="maximize")
-    dist = {"x": optuna.distributions.IntDistribution(0, 10)}
+    dist: dict[str, optuna.distributions.BaseDistribution] = {
+        "x": optuna.distributions.IntDistribution(0, 10)
+    }
 
     def add(x: int, attrs: dict[str, object], constraint: float) -> None:
         study.add_trial(
@@ -217,7 +219,9 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_and_retried_once() -> 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid no longer runs autotune
     study = optuna.create_study(direction="maximize")
-    dist = {"x": optuna.distributions.IntDistribution(0, 10)}
+    dist: dict[str, optuna.distributions.BaseDistribution] = {
+        "x": optuna.distributions.IntDistribution(0, 10)
+    }
     study.enqueue_trial({"x": 3})
     orphan = study.ask(dist)
     orphan.set_user_attr(A.HOST, socket.gethostname())

@@ -4,12 +4,13 @@
 
 * **the best**: Optuna's ``study.best_trial`` (feasible trials only). When the study holds
   confirmation trials (user attr ``confirmation_of``), the winner is instead
-  ``autotune.study.confirmed_winner``: the confirmed configuration with the highest confirmed
-  figure (the lowest goodput of all its measurements); None when no confirmed configuration
-  kept a goodput above 0 in every repeat.
+  ``autotune.study.confirmed_winner``: the confirmed configuration with the highest geometric
+  mean of the goodputs of all its measurements; None when no confirmed configuration kept a
+  goodput above 0 in every repeat. The figure shown for a confirmed configuration is its
+  *confirmed figure*, the lowest goodput of all its measurements.
 * **the ranking** (the one order of every table): the best first; then, in a confirmed study,
-  the other confirmed configurations; then feasible before infeasible, by goodput (the
-  confirmed figure where there is one) from high to low, then P99 from low to high, then trial
+  the other confirmed configurations in the winner's order (geometric mean); then feasible
+  before infeasible, by goodput from high to low, then P99 from low to high, then trial
   number. Confirmation trials are not lines of their own: their figures are folded into the
   search trial they repeat (``TrialLine.replicates``).
 * **the baseline** (the TorchServe-default trial), **the speed-up** of the best over it,
@@ -174,8 +175,11 @@ def summarize(study: optuna.Study) -> StudySummary:
         best = by_number.get(best_trial.number) if best_trial is not None else None
 
     def rank(line: TrialLine) -> tuple[int, int, int, float, float, int]:
-        figure = line.figure_rps if math.isfinite(line.figure_rps) else -1.0
         confirmed = (line.confirmed_rps or 0.0) > 0
+        if confirmed and line.replicates is not None:
+            figure = line.replicates.mean_rps  # the winner's rule orders the confirmed ones
+        else:
+            figure = line.figure_rps if math.isfinite(line.figure_rps) else -1.0
         return (
             0 if line is best else 1,
             0 if confirmed else 1,
