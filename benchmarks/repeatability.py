@@ -10,7 +10,12 @@ load average before and after, and the CPU that *other* processes used during ea
 the tool, is often where the spread comes from.
 
     python benchmarks/repeatability.py [--config "cpu/fp32/ts w2 b4 d1ms t1"] [--repeats 5]
-        [--sla-ms 100] [--step-s S] [--no-confirm-failures] [--rel-precision 0.1] [--json]
+        [--sla-ms 100] [--step-s S] [--no-confirm-failures] [--rel-precision 0.1]
+        [--verify-s 0] [--step-warmup-s 0] [--autogroup-nice -20] [--steps] [--json]
+
+``--json`` prints one object whose rows carry every probe and step of each search (offered
+rate, P99, requests, verdict, and why a step did not pass: its errors, or how many requests
+were over the SLA and how they clustered); ``--steps`` prints them as they come.
 
 The default configuration is the best of the quick landscape on this 2-core host
 (``benchmarks/landscapes/quick_cpu.csv``: TorchScript, 2 workers, batch 4, 1 ms, 1 thread).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -31,13 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 import autotune
-from autotune.loadgen import GoodputSettings, LoadResult, find_goodput, run_sync
-from autotune.serving import Holder, HostLock, result_from_goodput
+from autotune.loadgen import GoodputResult, GoodputSettings, LoadResult, step_passes
+from autotune.serving import Holder, HostLock
 from autotune.space import TrialConfig
-from autotune.study import TrialResult
 
 DEFAULT_CONFIG = "cpu/fp32/ts w2 b4 d1ms t1"
 
@@ -64,27 +70,78 @@ def parse_label(label: str) -> TrialConfig:
         ) from None
 
 
-def _measure_with_steps(
-    prepared: Any, config: TrialConfig, load: GoodputSettings, sla_ms: float, log: Any
-) -> TrialResult:
-    """As ``evaluate`` (register, search, unregister), printing the search's path."""
+def _over_runs(step: LoadResult) -> tuple[int, float, float]:
+    """Longest run of consecutive requests over the SLA (in send order), and when the first and
+    the last over request were sent (s into the window, from their position and the rate)."""
+    if step.sla_ms is None or not step.latencies_ms.size:
+        return 0, math.nan, math.nan
+    over = ~(step.latencies_ms <= step.sla_ms)
+    where = np.flatnonzero(over)
+    if not where.size:
+        return 0, math.nan, math.nan
+    longest = run = 1
+    for a, b in itertools.pairwise(where.tolist()):
+        run = run + 1 if b == a + 1 else 1
+        longest = max(longest, run)
+    rate = max(step.offered_rps, 1e-9)
+    return longest, float(where[0] / rate), float(where[-1] / rate)
 
-    def on_step(step: LoadResult) -> None:
+
+def _why(step: LoadResult, passed: bool) -> str | None:
+    """Why a step did not pass: errors, or the requests over the SLA and how they clustered."""
+    if passed:
+        return None
+    if step.errors:
+        kinds = ", ".join(f"{k} x{v}" for k, v in step.errors_by_kind.items())
+        return f"errors: {kinds}"
+    longest, first_s, last_s = _over_runs(step)
+    what = "failed" if step.verdict == "fail" else "undecided at its time cap"
+    return (
+        f"{what}: {step.over_sla} of {step.sent} over the SLA, longest run {longest} "
+        f"consecutive, from {first_s:.2f} s to {last_s:.2f} s of {step.duration_s:.2f} s"
+    )
+
+
+def _step_row(step: LoadResult, settings: GoodputSettings) -> dict[str, Any]:
+    passed = step.mode == "open" and step_passes(
+        step,
+        max_errors=math.floor(settings.max_error_ratio * step.offered_rps * step.duration_s),
+        min_samples=settings.undecided_min_samples,
+    )
+    return {
+        "mode": str(step.mode),
+        "offered_rps": round(step.offered_rps, 1),
+        "throughput_rps": round(step.throughput_rps, 1),
+        "p50_ms": round(step.p50_ms, 1),
+        "p99_ms": round(step.p99_ms, 1),
+        "sent": step.sent,
+        "warmup_requests": step.warmup_requests,
+        "over_sla": step.over_sla,
+        "errors_by_kind": dict(step.errors_by_kind),
+        "verdict": step.verdict,
+        "passed": passed,
+        "duration_s": round(step.duration_s, 2),
+        "stopped_early": step.stopped_early,
+        "why": _why(step, passed) if step.mode == "open" else None,
+    }
+
+
+def _steps(found: GoodputResult | None, settings: GoodputSettings) -> list[dict[str, Any]]:
+    if found is None:
+        return []
+    probes = [found.idle_probe, found.burst_probe, found.capacity_probe]
+    return [_step_row(s, settings) for s in [*probes, *found.steps] if s is not None]
+
+
+def _print_steps(steps: list[dict[str, Any]], log: Any) -> None:
+    for st in steps:
         print(
-            f"     {step.mode:6} {step.offered_rps:7.1f} -> {step.throughput_rps:7.1f} req/s "
-            f"P99 {step.p99_ms:7.1f} ms over {step.over_sla} of {step.sent} "
-            f"{step.verdict} {step.duration_s:.1f} s",
+            f"     {st['mode']:6} {st['offered_rps']:7.1f} -> {st['throughput_rps']:7.1f} req/s "
+            f"P99 {st['p99_ms']:7.1f} ms over {st['over_sla']} of {st['sent']} "
+            f"{st['verdict']} {st['duration_s']:.1f} s" + (f"  ({st['why']})" if st["why"] else ""),
             file=log,
             flush=True,
         )
-
-    started = time.monotonic()
-    with prepared.evaluator.deployed(config) as target:
-        deploy_s = time.monotonic() - started
-        found = run_sync(find_goodput(target, sla_ms=sla_ms, settings=load, on_step=on_step))
-    return result_from_goodput(
-        config, found, deploy_s=deploy_s, measure_s=time.monotonic() - started - deploy_s
-    )
 
 
 def _say_wait(holder: Holder | None) -> None:
@@ -110,6 +167,19 @@ def _busy_s() -> float:
     return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
 
 
+def _set_autogroup_nice(pid: int, nice: int) -> str:
+    """Linux with ``sched_autogroup``: the CPU is shared between sessions first, and a nice value
+    ranks a process only inside its own session, so other sessions' "niced" work still takes an
+    equal share. Setting the nice of a session (``/proc/<pid>/autogroup``; negative values need
+    privilege) is what makes a measurement outrank it. Returns the new setting, or why not."""
+    path = Path(f"/proc/{pid}/autogroup")
+    try:
+        path.write_text(str(nice))
+        return path.read_text().strip()
+    except OSError as exc:
+        return f"not set ({exc.strerror})"
+
+
 def _cv(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     if len(finite) < 2 or statistics.fmean(finite) == 0:
@@ -130,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-s", type=float, default=None)
     parser.add_argument("--rel-precision", type=float, default=None)
     parser.add_argument("--no-confirm-failures", action="store_true")
+    parser.add_argument("--verify-s", type=float, default=None, help="0: no verification")
+    parser.add_argument("--step-warmup-s", type=float, default=None)
+    parser.add_argument(
+        "--autogroup-nice",
+        type=int,
+        default=None,
+        help="Set this session's and the server's autogroup nice (Linux, e.g. -10): on a host "
+        "shared with other sessions, where their nice values do not rank them below us.",
+    )
     parser.add_argument("--max-spread", type=float, default=math.inf)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", action="store_true", help="Print one JSON object at the end.")
@@ -145,10 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         load = dataclasses.replace(load, rel_precision=args.rel_precision)
     if args.no_confirm_failures:
         load = dataclasses.replace(load, confirm_failures=False)
+    if args.verify_s is not None:
+        load = dataclasses.replace(load, verify_s=args.verify_s)
+    if args.step_warmup_s is not None:
+        load = dataclasses.replace(load, step_warmup_s=args.step_warmup_s)
+    autogroup: dict[str, str] = {}
+    if args.autogroup_nice is not None:
+        autogroup["measurer"] = _set_autogroup_nice(os.getpid(), args.autogroup_nice)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="autotune-repeatability-"))
     log = sys.stderr if args.json else sys.stdout
     loadavg_before = os.getloadavg()
+    started_utc = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     started = time.monotonic()
     settings = autotune.RunSettings(
         sla_ms=args.sla_ms,
@@ -157,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir=workdir,
         load=load,
     )
-    prepared = autotune.prepare(settings)  # starts TorchServe and checks the model answers
+    # Starting a JVM takes seconds of CPU: not while another run measures.
+    with HostLock(study="repeatability", on_wait=_say_wait):
+        prepared = autotune.prepare(settings)  # starts TorchServe, checks the model answers
+        if args.autogroup_nice is not None:
+            server = prepared.evaluator.server_for(config)  # its session (a server of its own)
+            if server.pid is not None:
+                autogroup["server"] = _set_autogroup_nice(server.pid, args.autogroup_nice)
     rows: list[dict[str, Any]] = []
     try:
         if not prepared.space.contains(config):
@@ -165,14 +258,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring {config.label()} {args.repeats} times, P99 <= {args.sla_ms:g} ms",
               file=log, flush=True)  # fmt: skip
         for i in range(args.repeats):
-            busy0, ours0, t0 = _busy_s(), _ours_cpu_s(), time.monotonic()
             with HostLock(study="repeatability", on_wait=_say_wait):
-                if args.steps:
-                    result = _measure_with_steps(prepared, config, load, args.sla_ms, log)
-                else:
-                    result = prepared.evaluator.evaluate(config)
-            wall = time.monotonic() - t0
-            others = max(0.0, (_busy_s() - busy0) - (_ours_cpu_s() - ours0)) / wall
+                # Counted once the host is ours, not while another run measured.
+                busy0, ours0, t0 = _busy_s(), _ours_cpu_s(), time.monotonic()
+                result = prepared.evaluator.evaluate(config)
+                wall = time.monotonic() - t0
+                others = max(0.0, (_busy_s() - busy0) - (_ours_cpu_s() - ours0)) / wall
+            found = prepared.evaluator.last_goodput
+            steps = _steps(found, load)
+            probe = found.capacity_probe if found is not None else None
+            capacity = probe.throughput_rps if probe is not None else math.nan
+            if args.steps:
+                _print_steps(steps, log)
             row = {
                 "repeat": i + 1,
                 "verdict": result.verdict,
@@ -185,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 "others_cpu_cores": round(others, 2),
                 "loadavg_1m": os.getloadavg()[0],
                 "failure": result.failure,
+                "capacity_probe_rps": capacity,
+                "steps": steps,
             }
             rows.append(row)
             print(
@@ -199,22 +298,24 @@ def main(argv: list[str] | None = None) -> int:
         prepared.evaluator.close()
     goodputs = [float(r["goodput_rps"]) for r in rows]
     p99s = [float(r["p99_ms"]) for r in rows]
+    capacities = [float(r["capacity_probe_rps"]) for r in rows]
     summary = {
         "config": config.label(),
         "sla_ms": args.sla_ms,
         "repeats": args.repeats,
-        "settings": {
-            "step_max_s": load.step_max_s,
-            "rel_precision": load.rel_precision,
-            "confirm_failures": load.confirm_failures,
-        },
+        "settings": dataclasses.asdict(load),
         "goodput_median_rps": statistics.median(goodputs),
         "goodput_spread": _spread(goodputs),
         "goodput_cv": _cv(goodputs),
         "p99_median_ms": statistics.median(p99s),
         "p99_spread": _spread(p99s),
         "p99_cv": _cv(p99s),
+        # The closed-loop capacity probe of each search: when it moves as much as the goodput,
+        # the server's capacity moved (the host), not the search's answer.
+        "capacity_spread": _spread(capacities) if all(c > 0 for c in capacities) else math.nan,
         "others_cpu_cores_mean": statistics.fmean(float(r["others_cpu_cores"]) for r in rows),
+        "autogroup": autogroup,
+        "started_utc": started_utc,
         "loadavg_before": loadavg_before,
         "loadavg_after": os.getloadavg(),
         "cpu_cores": psutil.cpu_count(),
@@ -226,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['goodput_spread']:.3f}, CV {summary['goodput_cv']:.3f}\n"
         f"P99:     median {summary['p99_median_ms']:.1f} ms, max/min "
         f"{summary['p99_spread']:.3f}, CV {summary['p99_cv']:.3f}\n"
+        f"capacity probe (closed loop): max/min {summary['capacity_spread']:.3f}\n"
         f"host:    {summary['cpu_cores']} cores; load average {loadavg_before[0]:.2f} before, "
         f"{summary['loadavg_after'][0]:.2f} after; other processes used "
         f"{summary['others_cpu_cores_mean']:.2f} cores on average; {summary['elapsed_s']:.0f} s",

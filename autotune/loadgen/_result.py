@@ -101,8 +101,9 @@ class LoadResult:
 class GoodputResult:
     """The goodput search of one configuration: the highest rate it serves within the SLA.
 
-    ``steps`` are the open-loop steps in the order run; ``best`` is the passing step of highest
-    offered rate and ``goodput_rps`` its throughput (0.0 when none passed). ``requests`` counts
+    ``steps`` are the open-loop steps in the order run; ``best`` is the step the goodput rests
+    on (its verification window, see ``_goodput``) and ``goodput_rps`` its offered rate, the
+    arrival rate answered in full within the SLA (0.0 when none passed). ``requests`` counts
     every request sent, warm-up and probes included. The probes (closed loop) are kept apart:
     ``idle_probe`` (sequential requests), ``burst_probe`` (only for a server slower than the SLA
     when idle, see ``_goodput``) and ``capacity_probe``.

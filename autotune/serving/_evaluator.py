@@ -165,6 +165,8 @@ class TorchServeEvaluator:
         self._answer_changes: dict[TrialConfig, str | None] = {}
         self._server: TorchServe | None = None
         self._short_dir: Path | None = None
+        self.last_goodput: GoodputResult | None = None
+        """The goodput search of the latest ``evaluate`` (its steps), for benchmarks."""
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -185,6 +187,10 @@ class TorchServeEvaluator:
             default_response_timeout_s=self.archive.response_timeout_s(),
             env=thread_env(config, self.knobs),
         )
+
+    def server_for(self, config: TrialConfig) -> TorchServe:
+        """The running server that ``config`` is measured on (started or restarted as needed)."""
+        return self._ensure_server(config)
 
     def _ensure_server(self, config: TrialConfig) -> TorchServe:
         wanted = self.server_settings(config)
@@ -315,6 +321,7 @@ class TorchServeEvaluator:
 
     def evaluate(self, config: TrialConfig) -> TrialResult:
         started = time.monotonic()
+        self.last_goodput = None
         try:
             with self.deployed(config) as target:
                 self._check_answers(target, config)
@@ -322,6 +329,7 @@ class TorchServeEvaluator:
                 goodput = run_sync(
                     find_goodput(target, sla_ms=self.sla_ms, settings=self.load_settings)
                 )
+                self.last_goodput = goodput
                 measure_s = time.monotonic() - started - deploy_s
                 server_died = self._server is None or not self._server.is_alive()
             if server_died:

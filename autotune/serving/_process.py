@@ -6,10 +6,13 @@ session (process group) of its own. The guard asks the kernel for a parent-death
 (``prctl(PR_SET_PDEATHSIG)``): when autotune dies, even by SIGKILL, the guard kills its whole
 group and whatever else descends from it. That matters because ``torchserve --start
 --foreground`` is a Python wrapper that starts Java, which starts the Python workers; a
-parent-death signal on the wrapper alone would leave Java and the workers running. Each started
-child is also written down in the host folder (``host_dir()/children``) with its owner, so that
-the next run on the host finds and stops what a dead run left (``reap_orphans``), should the
-signal not have been delivered (a kernel that lacks it, a guard killed first).
+parent-death signal on the wrapper alone would leave Java and the workers running. The guard is
+also a subreaper, so that a descendant that left the group (``setsid``) and lost its own parent
+is still the guard's to kill. Each started child is also written down in the host folder
+(``host_dir()/children``) with its owner, and every process it starts carries its owner in its
+environment (``MARKER_ENV``), so that the next run on the host finds and stops what a dead run
+left (``reap_orphans``), should the signal not have been delivered (a kernel that lacks it, a
+guard killed first).
 
 ``wait_until(predicate, timeout_s=..., what=...)`` is the one wait with a deadline and backoff.
 """
@@ -151,10 +154,33 @@ class ChildRecord:
         return [p for p in _group_members(self.pgid) if p.pid != os.getpid()]
 
 
+def _marker(owner: psutil.Process | None = None) -> str:
+    """The value of ``MARKER_ENV`` for the children of ``owner`` (this process by default)."""
+    me = owner or psutil.Process()
+    return f"{me.pid}:{me.create_time():.3f}:{host_dir()}"
+
+
+def _marked_orphans() -> list[psutil.Process]:
+    """This user's processes marked as descendants of a run of this host folder that died."""
+    suffix = f":{host_dir()}"
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ValueError):
+            marker = p.environ().get(MARKER_ENV, "")
+            if not marker.endswith(suffix) or p.pid == os.getpid():
+                continue
+            pid, create_time = marker.removesuffix(suffix).split(":")
+            if not _same_process(int(pid), float(create_time)):
+                found.append(p)
+    return found
+
+
 def reap_orphans() -> list[ChildRecord]:
     """Stop every recorded child whose owner died (a run killed with SIGKILL); returns them.
 
-    Children of live owners (another run on the host) are left alone.
+    Then every process still marked (``MARKER_ENV``) as a descendant of a dead run of this host
+    folder: one that left its group and outlived its guard. Children of live owners (another
+    run on the host) are left alone.
     """
     reaped = []
     for path in sorted(_children_dir().glob("*.json")):
@@ -172,41 +198,68 @@ def reap_orphans() -> list[ChildRecord]:
         path.unlink(missing_ok=True)
         if members:
             reaped.append(record)
+    strays = _marked_orphans()
+    for p in strays:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(strays, timeout=10)
     return reaped
 
 
 # -- starting and stopping --------------------------------------------------------------------
-# Runs as ``python -c _GUARD <parent pid> <argv...>``, leader of its own session. It asks for a
-# parent-death signal, starts the command in its group, mirrors its exit status, and on the
-# parent's death kills the group and every descendant (even one that left the group).
+# Runs as ``python -c _GUARD <parent pid> <marker> <argv...>``, leader of its own session. It
+# becomes a subreaper (PR_SET_CHILD_SUBREAPER): a descendant whose own parent died (a worker
+# that called setsid, then lost its parent) is handed to the guard, not to init, so it stays
+# among the guard's descendants. It asks for a parent-death signal, starts the command in its
+# group with ``AUTOTUNE_CHILD=<marker>`` in its environment, reaps every child handed to it,
+# and once the command exits kills what it left and mirrors its exit status. On the parent's
+# death it kills every descendant and its group. The kernel sends the parent-death signal again
+# each time the guard is handed on to another thread of the dying parent (a SIGKILLed process's
+# threads die one by one), so the handler ignores the signal first: re-entered halfway through
+# ``import psutil`` it found a half-imported module and left the escaped descendants alive.
 _GUARD = r"""
 import ctypes, os, signal, subprocess, sys
-parent = int(sys.argv[1])
+import psutil
+parent, marker = int(sys.argv[1]), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, ctypes.c_ulong(1))  # PR_SET_CHILD_SUBREAPER
 def die(*_):
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        import psutil
         for p in psutil.Process().children(recursive=True):
             try: p.kill()
             except psutil.Error: pass
     finally:
         os.killpg(0, signal.SIGKILL)
 signal.signal(signal.SIGUSR1, die)
-ctypes.CDLL(None, use_errno=True).prctl(1, ctypes.c_ulong(signal.SIGUSR1))  # PR_SET_PDEATHSIG
+libc.prctl(1, ctypes.c_ulong(signal.SIGUSR1))  # PR_SET_PDEATHSIG
 if os.getppid() != parent:
     die()
 def term(*_):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.killpg(0, signal.SIGTERM)
 signal.signal(signal.SIGTERM, term)
-child = subprocess.Popen(sys.argv[2:])
+child = subprocess.Popen(sys.argv[3:], env={**os.environ, "AUTOTUNE_CHILD": marker})
 while True:
     try:
-        code = child.wait()
-        break
+        pid, status = os.wait()
     except InterruptedError:
-        pass
+        continue
+    except ChildProcessError:
+        sys.exit(1)
+    if pid == child.pid:
+        break
+code = os.waitstatus_to_exitcode(status)
+for p in psutil.Process().children(recursive=True):  # what the command left behind
+    try: p.kill()
+    except psutil.Error: pass
 sys.exit(code if code >= 0 else 128 - code)
 """
+
+MARKER_ENV = "AUTOTUNE_CHILD"
+"""Set in the environment of every command started by ``ChildProcess`` (and so inherited by
+what it starts): ``<owner pid>:<guard's start time>``. The next run finds by it the descendants
+of a dead run that left its group and lost its guard (``reap_orphans``)."""
 
 
 class ChildProcess:
@@ -247,7 +300,7 @@ class ChildProcess:
         log = self.log_path.open("ab") if self.log_path is not None else None
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _GUARD, str(os.getpid()), *self.argv],
+                [sys.executable, "-c", _GUARD, str(os.getpid()), _marker(), *self.argv],
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

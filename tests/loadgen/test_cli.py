@@ -83,7 +83,8 @@ def test_goodput_json(servers: Servers) -> None:
     assert report["verdict"] == "feasible"
     goodput = report["goodput_rps"]
     assert isinstance(goodput, float) and 40 <= goodput <= 95
-    assert report["throughput_rps"] == goodput
+    assert report["offered_rps"] == goodput  # the best step's rate, answered within the SLA
+    assert report["throughput_rps"] == pytest.approx(goodput, rel=0.15)
     assert isinstance(report["steps"], list) and report["steps"]
 
 
