@@ -72,3 +72,5 @@ def test_a_run_confirms_its_top_configurations_and_exports_the_confirmed_winner(
     match = re.search(r"Exported trial (\d+)", exported.stdout)
     assert match is not None, exported.stdout
     assert int(match.group(1)) == winner.trial
+    header = (tmp_path / "deploy" / "config.properties").read_text()
+    assert f"measured: {winner.confirmed_rps:.1f} req/s confirmed (" in header, header[:600]
