@@ -129,7 +129,7 @@ def _wrk(url: str, core: int, connections: int, seconds: float) -> tuple[float, 
 
 
 def _sustained(report: dict[str, Any], rate: float) -> bool:
-    return (
+    return bool(
         report["errors"] == 0
         and report["throughput_rps"] >= 0.98 * rate
         and report["schedule_lag_p99_ms"] <= _MAX_LAG_MS

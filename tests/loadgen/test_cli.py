@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import typer
@@ -16,7 +16,7 @@ from autotune._errors import LoadTestError
 from autotune.cli._loadtest import loadtest, render_table
 
 if TYPE_CHECKING:
-    from conftest import Servers
+    from tests.loadgen.conftest import Servers
 
 app = typer.Typer()
 app.command("loadtest")(loadtest)
@@ -32,7 +32,7 @@ REQUIRED = ("offered_rps", "throughput_rps", "completed", "errors", "p50_ms", "p
             "p99_ms", "max_ms")  # fmt: skip
 
 
-def _json(args: list[str]) -> dict[str, object]:
+def _json(args: list[str]) -> dict[str, Any]:
     result = runner.invoke(app, ["loadtest", *args])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -72,7 +72,7 @@ def test_input_headers_and_sla(servers: Servers, tmp_path: Path) -> None:
 def test_errors_are_reported_by_kind(servers: Servers) -> None:
     report = _json([servers.url("/share503?p=0.5"), "--rate", "100", "--duration", "1",
                     "--json"])  # fmt: skip
-    assert report["errors"] == report["errors_by_kind"]["http_503"] > 0  # type: ignore[index]
+    assert report["errors"] == report["errors_by_kind"]["http_503"] > 0
 
 
 @pytest.mark.slow

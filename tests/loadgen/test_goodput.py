@@ -21,7 +21,7 @@ from autotune.loadgen import (
 from autotune.loadgen._goodput import step_duration_s, step_passes
 
 if TYPE_CHECKING:
-    from conftest import Servers
+    from tests.loadgen.conftest import Servers
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from autotune.loadgen import (
 )
 
 if TYPE_CHECKING:
-    from conftest import Servers
+    from tests.loadgen.conftest import Servers
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from autotune.loadgen import Target, _http
 from autotune.loadgen._http import HttpEngine
 
 if TYPE_CHECKING:
-    from conftest import Servers
+    from tests.loadgen.conftest import Servers
 
 
 async def _burst(url: str, n: int) -> tuple[list[float], int]:
