@@ -24,10 +24,11 @@ prints the ``autotune run`` command that tunes each on this CPU (``benchmarks/de
         --sla-ms 5000 [--trials 4]
 
 tunes that archive end to end: what ``autotune run --model DIR/detector_BACKEND.mar --space
-benchmarks/detector_cpu.yaml --confirm 0`` does (same prepare, study, trials on a real
-TorchServe, summary; ``autotune export`` reads it, from ``sqlite:///DIR/detectors-tuned.db``),
-with the load generator set for a model answering ~0.3-1 request/s (``SLOW_LOAD``) instead of
-the CLI's defaults, which fit 20-100 req/s. With those, no trial of this model can be feasible on
+benchmarks/detector_cpu.yaml --confirm 0 --slow-model`` does (same prepare, study, trials on a
+real TorchServe, summary; ``autotune export`` reads it, from ``sqlite:///DIR/detectors-tuned.db``):
+the load generator set for a model answering ~0.3-1 request/s
+(``autotune.loadgen.slow_model_settings``) instead of the CLI's defaults, which fit 20-100
+req/s. With the defaults, no trial of this model can be feasible on
 a 2-core CPU: the capacity probe's 32 clients leave a queue of 30+ s that the 5 s drain does
 not empty (the next step's requests all count as unfinished errors), and a pass needs 299 (or
 200 undecided) answers in one step of at most 24 s.
@@ -53,7 +54,7 @@ from autotune.handlers.maskrcnn_detector import MaskRCNNDetector
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-from autotune.loadgen import GoodputSettings
+from autotune.loadgen import slow_model_settings
 from autotune.serving import Holder, HostLock
 
 SAMPLE = Path(str(resources.files("autotune").joinpath("assets", "drawing.jpg")))
@@ -63,16 +64,7 @@ SPACE = Path(__file__).resolve().parent / "detector_cpu.yaml"
 # capacity probe with as many clients as the space's largest workers x batch (2 x 4), answers
 # awaited until the queue is empty, steps of up to 60 s, and a step passes undecided on 15
 # answers none of which is over the SLA (its P99 point estimate is its maximum).
-SLOW_LOAD = GoodputSettings(
-    warmup_requests=2,
-    capacity_concurrency=8,
-    drain_max_s=60.0,
-    step_max_s=30.0,
-    step_long_s=60.0,
-    undecided_min_samples=15,
-    rel_precision=0.2,
-    time_budget_s=240.0,
-)
+SLOW_LOAD = slow_model_settings()  # what `autotune run --slow-model` uses
 
 
 def load(settings: dict[str, Any], model_dir: Path) -> MaskRCNNDetector:

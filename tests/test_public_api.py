@@ -82,6 +82,7 @@ PUBLIC: dict[str, list[str]] = {
         "run_open_loop",
         "run_sync",
         "sla_verdict",
+        "slow_model_settings",
         "step_passes",
         "summarize",
     ],

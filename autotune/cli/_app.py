@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from autotune._errors import AutotuneError
+from autotune._errors import AutotuneError, ConfigError
 from autotune.serving import stop_all
 
 app = typer.Typer(
@@ -77,6 +77,14 @@ def run(
     step_s: Annotated[
         float | None, typer.Option("--step-s", help="Time cap of one load step (s).")
     ] = None,
+    slow_model: Annotated[
+        bool,
+        typer.Option(
+            "--slow-model",
+            help="Load settings for a model of about 1 request/s or less (e.g. a detector on "
+            "a small CPU): fewer probe clients, longer steps, passes on small samples.",
+        ),
+    ] = False,
     confirm: Annotated[
         int,
         typer.Option(
@@ -97,12 +105,15 @@ def run(
     """Tune a model on a real TorchServe: maximise throughput with P99 <= SLA."""
     from autotune._run import RunSettings
     from autotune.cli._progress import run_with_progress
-    from autotune.loadgen import GoodputSettings
+    from autotune.loadgen import GoodputSettings, slow_model_settings
 
     # Two warm-up requests: TorchScript's profiling executor optimises on its second call.
-    load = GoodputSettings(warmup_requests=2)
+    load = slow_model_settings() if slow_model else GoodputSettings(warmup_requests=2)
     if step_s is not None:
-        load = dataclasses.replace(load, step_max_s=step_s)
+        if not step_s > 0:
+            raise ConfigError(f"--step-s must be a positive number of seconds, got {step_s:g}")
+        long_s = max(load.step_long_s, step_s) if load.step_long_s is not None else None
+        load = dataclasses.replace(load, step_max_s=step_s, step_long_s=long_s)
     settings = RunSettings(
         sla_ms=sla_ms,
         model=model,

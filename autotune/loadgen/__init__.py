@@ -7,7 +7,12 @@ They are coroutines: from plain code call ``run_sync(find_goodput(...))``.
 """
 
 from autotune.loadgen._closed_loop import run_closed_loop
-from autotune.loadgen._goodput import GoodputSettings, find_goodput, step_passes
+from autotune.loadgen._goodput import (
+    GoodputSettings,
+    find_goodput,
+    slow_model_settings,
+    step_passes,
+)
 from autotune.loadgen._loop import run_sync
 from autotune.loadgen._open_loop import run_open_loop
 from autotune.loadgen._result import GoodputResult, GoodputVerdict, LoadResult, Mode
@@ -40,6 +45,7 @@ __all__ = [
     "run_open_loop",
     "run_sync",
     "sla_verdict",
+    "slow_model_settings",
     "step_passes",
     "summarize",
 ]

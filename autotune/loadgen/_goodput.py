@@ -153,6 +153,27 @@ class GoodputSettings:
         object.__setattr__(self, "arrival", Arrival.parse(self.arrival))
 
 
+def slow_model_settings() -> GoodputSettings:
+    """Settings for a model that answers about 0.3-1 request a second (a detector on a small
+    CPU): the defaults fit 20-100 req/s and cannot judge such a model. 8 capacity-probe clients
+    instead of 32 (32 leave a queue of 30 s and more), answers awaited until the queue is empty
+    (up to 60 s, not 5 s), steps up to 30 s (60 s at a low rate), and a step undecided at its
+    cap passes on 15 answers with none over the SLA instead of 200: at 1 req/s a step cannot
+    gather the 299 answers a decided pass needs. Its P99 is then that of a small sample (the
+    verdict says undecided, with the sample size). Measured on the Detectron2 and torchvision
+    detectors at 320 px (``benchmarks/detector_backends.py --tune``)."""
+    return GoodputSettings(
+        warmup_requests=2,
+        capacity_concurrency=8,
+        drain_max_s=60.0,
+        step_max_s=30.0,
+        step_long_s=60.0,
+        undecided_min_samples=15,
+        rel_precision=0.2,
+        time_budget_s=240.0,
+    )
+
+
 def step_passes(step: LoadResult, *, max_errors: int, min_samples: int = 200) -> bool:
     """Whether a search step counts as passing (see the module docstring): PASS, or undecided
     on at least ``min_samples`` requests with at most 1 % of them over the SLA."""
