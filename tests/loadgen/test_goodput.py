@@ -56,7 +56,8 @@ def test_goodput_of_a_one_at_a_time_server(servers: Servers) -> None:
     # end) that passed: the best passing rate's, or a lower one's once that failed.
     assert result.best is result.steps[-1]
     assert result.best.duration_s >= 6.0 - 0.1
-    assert result.best.verdict == "pass"
+    # A pass by the step rule: decided, or undecided on >= 200 requests with <= 1 % over.
+    assert step_passes(result.best, max_errors=0, min_samples=200)
     assert elapsed < 60
 
 
