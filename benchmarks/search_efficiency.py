@@ -75,9 +75,11 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 from autotune import AutotuneError, RunSettings  # noqa: E402
 from autotune.space import SearchSpace, TrialConfig  # noqa: E402
 from autotune.study import (  # noqa: E402
+    WINNER_RULE,
     Replicates,
     StopRule,
     Tuner,
+    best_replicates,
     enqueue_seeds,
     is_feasible,
     make_sampler,
@@ -179,7 +181,7 @@ class Trace:
                     confirmations=(),
                 )
             )
-        winner = Replicates.best(candidates)
+        winner = best_replicates(candidates)
         return self.true_rps[winner.trial] if winner is not None else 0.0
 
 
@@ -486,7 +488,7 @@ class Report:
                 "repeats": self.confirm.repeats if self.confirm else 0,
                 "measurements": self.confirm.top_k * self.confirm.repeats if self.confirm else 0,
                 "within_trials": False,  # after the search trials, beyond --trials
-                "winner": Replicates.winner_rule,
+                "winner": WINNER_RULE,
             },
             "methods": {m.name: m.as_dict() for m in self.methods},
             "random_unbounded_trials_to": {

@@ -9,7 +9,9 @@ from autotune.study._confirm import (
     RULE as CONFIRMATION_RULE,
 )
 from autotune.study._confirm import (
+    WINNER_RULE,
     Replicates,
+    best_replicates,
     confirmed_winner,
     is_confirmation,
     replicates,
@@ -51,6 +53,7 @@ __all__ = [
     "CONFIRMATION_RULE",
     "DEFAULT_STORAGE",
     "SAMPLERS",
+    "WINNER_RULE",
     "ConfirmationPlan",
     "Evaluator",
     "Replicates",
@@ -62,6 +65,7 @@ __all__ = [
     "Tuner",
     "Verdict",
     "best_feasible",
+    "best_replicates",
     "check_sqlite_file",
     "confirmed_winner",
     "count_complete",

@@ -20,7 +20,6 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -39,13 +38,6 @@ class Replicates:
     throughput_rps: tuple[float, ...]
     p99_ms: tuple[float, ...]
     confirmations: tuple[int, ...]  # numbers of the confirmation trials
-
-    winner_rule: ClassVar[str] = WINNER_RULE
-
-    @staticmethod
-    def best(candidates: Iterable[Replicates]) -> Replicates | None:
-        """The winner among ``candidates``: :func:`best_replicates` (the benchmark's way in)."""
-        return best_replicates(candidates)
 
     @property
     def confirmed_rps(self) -> float:
