@@ -213,7 +213,10 @@ def prepare(settings: RunSettings) -> Prepared:
         response_timeout_s=settings.response_timeout_s,
     )
     try:
-        evaluator.check_model(_reference_config(space, hardware))
+        # The model check starts TorchServe and sends requests: a measurement of the host's
+        # cores like any other, so it waits for (or, with --no-wait, refuses) another run's.
+        with _host_lock(study_name, wait=settings.wait_for_host):
+            evaluator.check_model(_reference_config(space, hardware))
     except BaseException:
         evaluator.close()
         raise

@@ -7,7 +7,10 @@ winner does. Prints each measurement (goodput, P99, the search's steps), then th
 spread (max/min) and the coefficient of variation of goodput and P99, and the host's load: the
 load average before and after, and the CPU that *other* processes used during each measurement
 (in cores: the host's busy time minus ours and our servers'), since on a shared host that, not
-the tool, is often where the spread comes from.
+the tool, is often where the spread comes from. It also counts the garbage collector's pauses:
+the load generator's own (this process: none were full collections during a measurement), and
+the full collections of the model's workers that took over 20 ms, which autotune's handlers log
+(before ``freeze_heap`` the workers of the quick model stalled 117-179 ms in them, both at once).
 
     python benchmarks/repeatability.py [--config "cpu/fp32/ts w2 b4 d1ms t1"] [--repeats 5]
         [--sla-ms 100] [--step-s S] [--no-confirm-failures] [--rel-precision 0.1]
@@ -25,7 +28,9 @@ With defaults it takes 3-5 minutes. Exit status 1 when the spread exceeds ``--ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import gc
 import itertools
 import json
 import math
@@ -180,6 +185,46 @@ def _set_autogroup_nice(pid: int, nice: int) -> str:
         return f"not set ({exc.strerror})"
 
 
+class GcPauses:
+    """The garbage collector's pauses in this process (the load generator's), per generation."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[tuple[int, float]] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            elapsed_ms = 1000 * (time.perf_counter() - self._started)
+            self.pauses_ms.append((info["generation"], elapsed_ms))
+
+    def take(self) -> dict[str, float]:
+        """Counts and the longest pause since the last call; starts over."""
+        full = [ms for gen, ms in self.pauses_ms if gen == 2]
+        out = {
+            "collections": len(self.pauses_ms),
+            "full_collections": len(full),
+            "longest_ms": round(max((ms for _, ms in self.pauses_ms), default=0.0), 1),
+            "full_total_ms": round(sum(full), 1),
+        }
+        self.pauses_ms = []
+        return out
+
+
+def worker_collections(workdir: Path) -> dict[str, float]:
+    """The full collections of the model's workers that took over 20 ms (the handlers log them
+    to TorchServe's model log: ``autotune_handler_utils.freeze_heap``)."""
+    pauses = []
+    for log in workdir.rglob("model_log.log*"):
+        for line in log.read_text(errors="replace").splitlines():
+            _, found, rest = line.partition("full garbage collection: ")
+            if found:
+                with contextlib.suppress(ValueError):
+                    pauses.append(float(rest.split()[0]))
+    return {"count": len(pauses), "longest_ms": max(pauses, default=0.0)}
+
+
 def _cv(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     if len(finite) < 2 or statistics.fmean(finite) == 0:
@@ -228,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         load = dataclasses.replace(load, verify_s=args.verify_s)
     if args.step_warmup_s is not None:
         load = dataclasses.replace(load, step_warmup_s=args.step_warmup_s)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     autogroup: dict[str, str] = {}
     if args.autogroup_nice is not None:
         autogroup["measurer"] = _set_autogroup_nice(os.getpid(), args.autogroup_nice)
@@ -261,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             with HostLock(study="repeatability", on_wait=_say_wait):
                 # Counted once the host is ours, not while another run measured.
                 busy0, ours0, t0 = _busy_s(), _ours_cpu_s(), time.monotonic()
+                pauses.take()
                 result = prepared.evaluator.evaluate(config)
                 wall = time.monotonic() - t0
                 others = max(0.0, (_busy_s() - busy0) - (_ours_cpu_s() - ours0)) / wall
@@ -270,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             capacity = probe.throughput_rps if probe is not None else math.nan
             if args.steps:
                 _print_steps(steps, log)
+            collections = pauses.take()
             row = {
                 "repeat": i + 1,
                 "verdict": result.verdict,
@@ -283,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_1m": os.getloadavg()[0],
                 "failure": result.failure,
                 "capacity_probe_rps": capacity,
+                "gc": collections,
                 "steps": steps,
             }
             rows.append(row)
@@ -290,12 +340,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {i + 1}: {result.throughput_rps:7.1f} req/s  P99 {result.p99_ms:6.1f} ms  "
                 f"({result.verdict}; offered {result.offered_rps:.1f}, {result.requests} requests,"
                 f" deploy {result.deploy_s:.0f} s + measure {result.measure_s:.0f} s; other "
-                f"processes {others:.2f} cores, load {row['loadavg_1m']:.2f})",
+                f"processes {others:.2f} cores, load {row['loadavg_1m']:.2f}; "
+                f"{collections['full_collections']:.0f} full collections of the generator's "
+                f"heap, longest pause {collections['longest_ms']:.0f} ms)",
                 file=log,
                 flush=True,
             )
     finally:
         prepared.evaluator.close()
+    workers_gc = worker_collections(workdir)
     goodputs = [float(r["goodput_rps"]) for r in rows]
     p99s = [float(r["p99_ms"]) for r in rows]
     capacities = [float(r["capacity_probe_rps"]) for r in rows]
@@ -315,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "capacity_spread": _spread(capacities) if all(c > 0 for c in capacities) else math.nan,
         "others_cpu_cores_mean": statistics.fmean(float(r["others_cpu_cores"]) for r in rows),
         "autogroup": autogroup,
+        "worker_full_collections_over_20ms": workers_gc,
         "started_utc": started_utc,
         "loadavg_before": loadavg_before,
         "loadavg_after": os.getloadavg(),
@@ -330,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         f"capacity probe (closed loop): max/min {summary['capacity_spread']:.3f}\n"
         f"host:    {summary['cpu_cores']} cores; load average {loadavg_before[0]:.2f} before, "
         f"{summary['loadavg_after'][0]:.2f} after; other processes used "
-        f"{summary['others_cpu_cores_mean']:.2f} cores on average; {summary['elapsed_s']:.0f} s",
+        f"{summary['others_cpu_cores_mean']:.2f} cores on average; {summary['elapsed_s']:.0f} s\n"
+        f"workers: {workers_gc['count']:.0f} full garbage collections over 20 ms (longest "
+        f"{workers_gc['longest_ms']:.0f} ms)",
         file=log,
         flush=True,
     )

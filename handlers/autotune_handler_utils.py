@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import io
 import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -218,6 +220,49 @@ def set_threads(threads: int) -> None:
         torch.set_num_interop_threads(threads)
     except RuntimeError:  # only possible before the first inter-op work of the process
         logger.info("inter-op threads already fixed at %d", torch.get_num_interop_threads())
+
+
+def freeze_heap() -> None:
+    """End of ``initialize``: move every object the worker holds now (torch, the model, its
+    graphs) out of the garbage collector's full collections (``gc.freeze``).
+
+    A full (generation 2) collection walks every tracked object of the process; in a worker
+    with torch and a model loaded that took 117-179 ms on the 2-core host, once every few
+    thousand requests, and a worker answers nothing meanwhile. The workers of one model take
+    their requests in step, so they collect at about the same time and the whole server stalls:
+    30-90 consecutive requests over a 100 ms SLA (found with a ``gc.callbacks`` probe in the
+    quick model's workers, measured by ``benchmarks/repeatability.py``). Frozen, a full
+    collection walks only what the requests themselves allocated. The model lives as long as
+    the worker, so nothing frozen would ever have been freed.
+    """
+    gc.collect()
+    gc.freeze()
+    if LONG_COLLECTIONS not in gc.callbacks:
+        gc.callbacks.append(LONG_COLLECTIONS)
+
+
+class CollectionLog:
+    """A ``gc.callbacks`` entry: a full collection that still stalls the worker for
+    ``threshold_ms`` or more goes to the model log as a warning (``benchmarks/repeatability.py``
+    counts these lines)."""
+
+    def __init__(
+        self, threshold_ms: float = 20.0, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.threshold_ms = threshold_ms
+        self.clock = clock
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: Mapping[str, Any]) -> None:
+        if phase == "start":
+            self._started = self.clock()
+        elif info.get("generation") == 2:
+            ms = 1000.0 * (self.clock() - self._started)
+            if ms >= self.threshold_ms:
+                logger.warning("full garbage collection: %.0f ms", ms)
+
+
+LONG_COLLECTIONS = CollectionLog()
 
 
 def decode_image(row: Any) -> Image.Image:

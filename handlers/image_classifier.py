@@ -105,6 +105,7 @@ class ImageClassifier(BaseHandler):
                 self.model(self._example())
         else:
             self.model = model
+        utils.freeze_heap()
         self.initialized = True
         logger.info("image_classifier ready on %s with %s", self.device, settings)
 

@@ -276,6 +276,7 @@ class MaskRCNNDetector(BaseHandler):
             self.model.backbone = utils.compiled(self.model.backbone)
             warmup = torch.zeros(3, *WARMUP_SIZE, device=self.device)
             self.inference(([warmup], [None]))  # compile now, not in the first request
+        utils.freeze_heap()
         self.initialized = True
         logger.info("maskrcnn_detector ready on %s with %s", self.device, settings)
 

@@ -116,3 +116,30 @@ def test_the_lock_is_reentrant_within_a_process(env: dict[str, str]) -> None:
         pass
     with HostLock(study="b", wait=False):  # released: free again
         pass
+
+
+def test_a_run_told_not_to_wait_refuses_before_it_starts_a_server(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # The model check starts TorchServe and sends requests: it is a measurement of the host too,
+    # so `autotune run --no-wait` refuses before it, with the holder's line, and stores nothing.
+    holder = _python(HOLDER, "first", env=env)
+    db = tmp_path / "studies.db"
+    try:
+        assert _line(holder)[0] == "held"
+        run = subprocess.run(
+            [sys.executable, "-m", "autotune", "run", "--sla-ms", "100", "--model", "quick",
+             "--trials", "1", "--no-wait", "--storage", f"sqlite:///{db}",
+             "--workdir", str(tmp_path / "work")],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 1, run.stderr
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, run.stderr
+        assert f"pid {holder.pid} (holder first, study first)" in lines[0]
+        if db.exists():
+            import optuna
+
+            assert optuna.get_all_study_names(storage=f"sqlite:///{db}") == []
+    finally:
+        _done(holder)

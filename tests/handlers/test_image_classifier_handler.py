@@ -178,3 +178,30 @@ def test_fp16_on_cuda_is_close_to_fp32(quick_jpeg: bytes, tmp_path: Path) -> Non
     assert got["top5"][0]["class"] == want["top5"][0]["class"]
     for g, w in zip(got["top5"], want["top5"], strict=True):  # fp16 keeps about 3 digits
         assert g["score"] == pytest.approx(w["score"], rel=2e-2)
+
+
+def test_a_loaded_worker_keeps_its_heap_out_of_full_collections(eager: Any) -> None:
+    import gc
+
+    from autotune.handlers import autotune_handler_utils as utils
+
+    assert eager.initialized
+    assert gc.get_freeze_count() > 0  # the model, torch and the rest are frozen
+    assert utils.LONG_COLLECTIONS in gc.callbacks
+
+
+def test_a_full_collection_that_stalls_the_worker_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from autotune.handlers import autotune_handler_utils as utils
+
+    clock = iter([0.0, 0.050, 1.0, 2.0, 2.005])  # a young collection reads no clock
+    log = utils.CollectionLog(threshold_ms=20, clock=lambda: next(clock))
+    with caplog.at_level("WARNING", logger=utils.logger.name):
+        log("start", {"generation": 2})
+        log("stop", {"generation": 2})  # 50 ms: logged
+        log("start", {"generation": 0})
+        log("stop", {"generation": 0})  # a young one: never
+        log("start", {"generation": 2})
+        log("stop", {"generation": 2})  # 5 ms: below 20 ms
+    assert [r.getMessage() for r in caplog.records] == ["full garbage collection: 50 ms"]
