@@ -364,3 +364,28 @@ def test_the_replayed_space_asks_threads_on_cpu_trials_only(tiny: Path) -> None:
         seen.add(config.device)
         study.tell(trial, 0.0)
     assert seen == {"cpu", "cuda"}
+
+
+def test_the_export_rules_benchmark_replays_the_shipped_rule() -> None:
+    """benchmarks/export_rules.py: its "ships" rule exports what the benchmark's own (the
+    product's) rule does on the same noisy trace, and no rule passes the best measured."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import export_rules
+        from benchmarks.search_efficiency import Confirm, run_search, sampler_factory
+    finally:
+        sys.path.remove(str(ROOT))
+    from autotune.testing import landscape_set
+
+    factory = sampler_factory("gp", n_startup_trials=4)
+    for landscape, profile in landscape_set("tuning", per_family=1):
+        best = landscape.best(profile.sla_ms)[1]
+        trace = run_search(
+            landscape, factory(0, landscape.space), trials=12, sla_ms=profile.sla_ms,
+            noise_cv=0.15, seed=0,
+        )  # fmt: skip
+        shares = export_rules.exported_shares(trace, best, trials=12)
+        shipped = trace.exported_rps(12, confirm=Confirm(top_k=3, repeats=2)) / best
+        assert shares["top 3 x 2 (ships)"] == pytest.approx(shipped)
+        bound = shares.pop("best measured (bound)")
+        assert all(0.0 <= share <= bound + 1e-12 for share in shares.values())

@@ -62,7 +62,7 @@ _LENGTH_SCALES: Final = {
     "memory": 0.4,
 }
 _SCALES: Final = (0.5, 0.75, 1.0, 1.5)  # the fitted common factor of the length scales
-_NOISES: Final = (1e-3, 1e-2, 0.05, 0.15)  # the fitted noise variance (of standardised values)
+_NOISES: Final = (1e-2, 0.05, 0.15, 0.3, 0.6)  # the fitted noise variance (of standardised values)
 _LINEAR: tuple[float, ...] = (0.0, 0.1, 0.3)  # the fitted weight of a linear trend
 _LOCAL_EVERY: int = 2  # every n-th model trial looks only next to the best ones (0: never)
 _UCB_BETA: float = 0.0  # 0: expected improvement; else upper confidence bound mean + beta sd

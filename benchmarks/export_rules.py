@@ -1,0 +1,158 @@
+"""Which configuration to export after a noisy search: confirmation rules replayed side by side.
+
+Runs the default search (``benchmarks/search_efficiency.py``'s ``run_search``: the study code
+``autotune run`` uses) once per landscape and replay seed, then applies every rule below to the
+same trace and the same re-measurement noise (``autotune.testing.noise_factor``, a draw per
+configuration, seed and repeat), and prints the true goodput of what each rule exports as a
+share of the optimum (median, 10th percentile, worst, runs under 90 %). ``best measured`` is
+the bound no rule can pass: the best configuration the search measured at all.
+
+* ``top 3 x 2`` (what ships: ``--confirm 3 --repeats 2``): the 3 feasible search trials of
+  highest measured goodput, 2 more measurements each, the highest geometric mean of all three;
+* ``top 3 x 2, repeats only``: the same candidates, judged on the 2 new measurements alone;
+* ``top 3 x 2, first at half weight``: the first measurement counts half in the mean;
+* ``top 6 x 1`` / ``top 5 x 2``: more candidates (6 and 10 measurements);
+* ``halving 4 -> 2``: the top 4 once more, then the best 2 of those once more (6 measurements).
+
+    python benchmarks/export_rules.py --generated tuning [--per-family 20] [--seeds 2]
+        [--noise 0.15] [--trials 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from autotune.testing import landscape_set, noise_factor  # noqa: E402
+from benchmarks.search_efficiency import (  # noqa: E402
+    DEFAULT_N_STARTUP_TRIALS,
+    DEFAULT_SAMPLER,
+    Trace,
+    run_search,
+    sampler_factory,
+)
+
+Measure = Callable[[int, int], float]  # (trial index, repeat) -> measured goodput
+Rule = Callable[[Sequence[int], Measure], int]  # (candidates best first, measure) -> winner
+
+
+def _log_mean(values: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    if min(values) <= 0:
+        return -math.inf
+    w = weights or [1.0] * len(values)
+    return sum(wi * math.log(v) for wi, v in zip(w, values, strict=True)) / sum(w)
+
+
+def top(k: int, repeats: int, *, first: float = 1.0) -> Rule:
+    """The top ``k`` by measurement, ``repeats`` more each; the first measurement weighs
+    ``first`` in the geometric mean (0: the repeats alone)."""
+
+    def rule(ranked: Sequence[int], measure: Measure) -> int:
+        def score(i: int) -> float:
+            values = [measure(i, r) for r in range(repeats + 1)]
+            weights = [first] + [1.0] * repeats
+            if first == 0:
+                values, weights = values[1:], weights[1:]
+            return _log_mean(values, weights)
+
+        return max(ranked[:k], key=score)
+
+    return rule
+
+
+def halving(ranked: Sequence[int], measure: Measure) -> int:
+    """The top 4 once more, then the best 2 of them once more (6 measurements)."""
+    four = sorted(ranked[:4], key=lambda i: -_log_mean([measure(i, 0), measure(i, 1)]))
+    return max(four[:2], key=lambda i: _log_mean([measure(i, r) for r in range(3)]))
+
+
+RULES: dict[str, Rule] = {
+    "top 3 x 2 (ships)": top(3, 2),
+    "top 3 x 2, repeats only": top(3, 2, first=0.0),
+    "top 3 x 2, first at half weight": top(3, 2, first=0.5),
+    "top 6 x 1": top(6, 1),
+    "top 5 x 2": top(5, 2),
+    "halving 4 -> 2": halving,
+}
+
+
+def exported_shares(trace: Trace, optimum: float, *, trials: int) -> dict[str, float]:
+    """Per rule, the true goodput of what it exports from ``trace``, over ``optimum``."""
+    feasible = [
+        i for i in range(min(trials, len(trace.configs)))
+        if trace.deployed[i] and trace.measured_rps[i] > 0
+    ]  # fmt: skip
+    ranked = sorted(feasible, key=lambda i: (-trace.measured_rps[i], i))
+
+    def measure(i: int, repeat: int) -> float:
+        if repeat == 0:
+            return trace.measured_rps[i]
+        factor = noise_factor(trace.configs[i], cv=trace.noise_cv, seed=trace.seed, repeat=repeat)
+        return trace.true_rps[i] * factor
+
+    shares = {
+        name: (trace.true_rps[rule(ranked, measure)] / optimum if ranked else 0.0)
+        for name, rule in RULES.items()
+    }
+    shares["best measured (bound)"] = max(trace.true_rps[:trials], default=0.0) / optimum
+    return shares
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--generated", choices=("tuning", "held-out"), default="tuning")
+    parser.add_argument("--per-family", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--noise", type=float, default=0.15)
+    parser.add_argument("--trials", type=int, default=30)
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    factory = sampler_factory(DEFAULT_SAMPLER, n_startup_trials=DEFAULT_N_STARTUP_TRIALS)
+    shares: dict[str, list[float]] = {}
+    for landscape, profile in landscape_set(args.generated, per_family=args.per_family):
+        optimum = landscape.best(profile.sla_ms)[1]
+        for seed in range(args.seeds):
+            trace = run_search(
+                landscape,
+                factory(seed, landscape.space),
+                trials=args.trials,
+                sla_ms=profile.sla_ms,
+                noise_cv=args.noise,
+                seed=seed,
+            )
+            for name, share in exported_shares(trace, optimum, trials=args.trials).items():
+                shares.setdefault(name, []).append(share)
+    runs = len(next(iter(shares.values()), []))
+    table = Table(
+        title=f"{args.generated} set, {runs} runs, noise CV {args.noise:g}, {args.trials} trials: "
+        "true goodput of the export, share of the optimum"
+    )
+    for column in ("rule", "median", "p10", "worst", "runs < 90 %"):
+        table.add_column(column, justify="left" if column == "rule" else "right")
+    for name, values in shares.items():
+        arr = np.asarray(values)
+        table.add_row(
+            name,
+            f"{np.median(arr):.1%}",
+            f"{np.percentile(arr, 10):.1%}",
+            f"{arr.min():.1%}",
+            f"{int((arr < 0.9).sum())}/{runs}",
+        )
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
