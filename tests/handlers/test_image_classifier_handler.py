@@ -180,14 +180,24 @@ def test_fp16_on_cuda_is_close_to_fp32(quick_jpeg: bytes, tmp_path: Path) -> Non
         assert g["score"] == pytest.approx(w["score"], rel=2e-2)
 
 
-def test_a_loaded_worker_keeps_its_heap_out_of_full_collections(eager: Any) -> None:
+def test_a_loaded_worker_keeps_its_heap_out_of_full_collections(tmp_path: Path) -> None:
     import gc
 
     from autotune.handlers import autotune_handler_utils as utils
 
-    assert eager.initialized
-    assert gc.get_freeze_count() > 0  # the model, torch and the rest are frozen
-    assert utils.LONG_COLLECTIONS in gc.callbacks
+    # Start from a process where no earlier handler froze anything or installed the log.
+    gc.unfreeze()
+    while utils.LONG_COLLECTIONS in gc.callbacks:
+        gc.callbacks.remove(utils.LONG_COLLECTIONS)
+    assert gc.get_freeze_count() == 0
+    handler = load(ImageClassifier, None, tmp_path)
+    try:
+        assert handler.initialized
+        assert gc.get_freeze_count() > 0  # the model, torch and the rest are frozen
+        assert utils.LONG_COLLECTIONS in gc.callbacks
+    finally:
+        gc.unfreeze()
+        gc.callbacks.remove(utils.LONG_COLLECTIONS)
 
 
 def test_a_full_collection_that_stalls_the_worker_is_logged(
