@@ -9,6 +9,7 @@ import json
 import shutil
 import textwrap
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from autotune.serving import (
     ModelEntry,
     answer_difference,
     archive_kind,
+    build_archive,
     describe_knobs,
     find_knobs,
     inspect_handler,
@@ -271,3 +273,24 @@ def test_one_builder_writes_the_tuning_server_and_the_export() -> None:
     )
     assert tuning["enable_model_api"] is True and "load_models" not in tuning
     assert tuning["grpc_inference_port"] == 7001 and tuning["allowed_urls"] == r"file://.*"
+
+
+def test_two_builds_of_one_model_at_once_both_succeed(tmp_path: Path) -> None:
+    """torch-model-archiver stages in $TMPDIR/<model name> and deletes it first: two tuners
+    building the same handler at once (a shared study) must not delete each other's files."""
+    handler = tmp_path / "echo_handler.py"
+    handler.write_text(ECHO_HANDLER)
+    extra = tmp_path / "extra.txt"
+    extra.write_bytes(b"x" * 2_000_000)  # long enough to copy that the builds overlap
+
+    def build(i: int) -> Path:
+        return build_archive(
+            model_name="echo", handler=handler, extra_files=(extra,),
+            config={"responseTimeout": 5}, cache_dir=tmp_path / f"cache{i}",
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(4) as pool:
+        built = list(pool.map(build, range(4)))
+    for mar in built:
+        with zipfile.ZipFile(mar) as zf:
+            assert {"echo_handler.py", "extra.txt", "model-config.yaml"} <= set(zf.namelist())

@@ -371,7 +371,15 @@ def build_archive(
         ]  # fmt: skip
         if extra_files:
             cmd += ["--extra-files", ",".join(str(p) for p in extra_files)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+        # torch-model-archiver stages the files in $TMPDIR/<model name> and deletes that folder
+        # first, so two builds of one model at once (two tuners sharing a study) would delete
+        # each other's files: each build stages in its own folder.
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        env = {**os.environ, "TMPDIR": str(staging)}
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=600, env=env
+        )
         if proc.returncode != 0:
             last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise DeploymentError(f"torch-model-archiver failed for {model_name}: {last[0]}")
