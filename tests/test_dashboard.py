@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -161,7 +162,7 @@ def test_dashboard_command_runs_until_ctrl_c(tmp_path: Path) -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
     )
     try:
         deadline = time.monotonic() + 60
@@ -172,7 +173,14 @@ def test_dashboard_command_runs_until_ctrl_c(tmp_path: Path) -> None:
         meta = get_json(f"http://127.0.0.1:{port}/api/meta")
         assert meta["artifact_is_available"] is True  # the study's artifact_dir was passed
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(timeout=30) == 0, (tmp_path / "cli.log").read_text()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler writes where every thread stands
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            pytest.fail("no exit 30 s after Ctrl-C:\n" + (tmp_path / "cli.log").read_text())
+        assert code == 0, (tmp_path / "cli.log").read_text()
         assert not port_open(port)
     finally:
         if proc.poll() is None:
