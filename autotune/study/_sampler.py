@@ -11,9 +11,12 @@ waited for), so a batch-1 configuration stands for every delay.
 * ``gp`` (the default): a Gaussian process over features of the configuration (device,
   precision, graph mode, log2 workers, log2 batch, the delay where the batch is above 1, on cpu
   log2 of the threads of all workers (workers x threads: what shares the cores) and how far
-  they oversubscribe the cores, and log2 workers x batch), fitted to the log of the goodput,
-  with infeasible trials put below the worst feasible one and failed deployments modelled
-  apart (a second GP gives the chance a configuration deploys). Its length scales are a prior
+  they oversubscribe the cores, and log2 workers x batch), fitted to the log of the goodput of
+  the feasible trials; the infeasible ones (over the SLA, or a deployment that failed) are
+  modelled apart, as constrained Bayesian optimisation does: a second GP, on 0/1, gives the
+  chance that a configuration is feasible, and the expected improvement is weighed by it (put
+  into the goodput model at a floor instead, they pulled its mean down next to them, where the
+  optimum often is: the largest batch that still meets the SLA). Its length scales are a prior
   chosen on the tuning seeds of ``autotune.testing``'s landscape generator, only their common
   scale, a linear trend and the noise are fitted (by marginal likelihood, on a small grid).
   The next configuration is the one of highest expected improvement among all the unmeasured
@@ -66,6 +69,7 @@ _NOISES: Final = (1e-2, 0.05, 0.15, 0.3, 0.6)  # the fitted noise variance (of s
 _LINEAR: tuple[float, ...] = (0.0, 0.1, 0.3)  # the fitted weight of a linear trend
 _LOCAL_EVERY: int = 2  # every n-th model trial looks only next to the best ones (0: never)
 _UCB_BETA: float = 0.0  # 0: expected improvement; else upper confidence bound mean + beta sd
+_P_MIN: Final = 0.02  # the lowest chance of being feasible the classifier gives
 _MAX_CANDIDATES: Final = 20_000
 _HOPELESS: float = 2.0  # as StopRule.factor
 _HOPELESS_WEIGHT: float = 0.05
@@ -338,18 +342,23 @@ class SpaceSampler(optuna.samplers.BaseSampler):
             if sum(m.rps > 0 for m in measured) < 2:  # too little for the model
                 return free[self._farthest(features, measured, xs)]
         base = np.array([_LENGTH_SCALES[n] for n in features.names])
+        # Constrained BO: the goodput model sees the feasible trials only; a classifier (a GP on
+        # 0/1) gives the chance that a configuration is feasible (deploys and meets the SLA).
+        # Put into the goodput model at a floor, the infeasible trials pulled its mean down
+        # next to them, and the optimum is often next to them (the largest batch that still
+        # meets the SLA, the most workers that still fit).
         p_ok = np.ones(len(free))
-        if any(m.failed for m in measured):
+        if any(m.rps <= 0 for m in measured):
             x_all = np.array([features(m.config) for m in measured])
-            fails = np.array([float(m.failed) for m in measured])
-            fail_gp = _GP(x_all, fails, base, standardise=False)
-            p_ok = np.clip(1.0 - fail_gp.predict(xs)[0], 0.02, 1.0)
+            out = np.array([float(m.rps <= 0) for m in measured])
+            out_gp = _GP(x_all, out, base, standardise=False)
+            p_ok = np.clip(1.0 - out_gp.predict(xs)[0], _P_MIN, 1.0)
         p_ok = p_ok * _reach(measured, free)
-        ok = [m for m in measured if not m.failed]
+        ok = [m for m in measured if m.rps > 0]
         if len(ok) < 2:
             return free[self._farthest(features, measured, xs, weight=p_ok)]
         x = np.array([features(m.config) for m in ok])
-        y = _log_goodput([m.rps for m in ok])
+        y = np.log([m.rps for m in ok])
         gp = _GP(x, y, base)
         mean, sd = gp.predict(xs)
         if _UCB_BETA:
@@ -533,14 +542,6 @@ def _reach(measured: Sequence[_Measured], free: Sequence[TrialConfig]) -> np.nda
         if deployed and all(m.rps <= 0 and m.slow > _HOPELESS for m in deployed):
             weight[[c.device == device for c in free]] = _HOPELESS_WEIGHT
     return weight
-
-
-def _log_goodput(values: Sequence[float]) -> np.ndarray:
-    """log goodput; an infeasible trial (0) one unit of log below the worst feasible one."""
-    arr = np.asarray(values, dtype=float)
-    positive = arr[arr > 0]
-    floor = math.log(float(positive.min())) - 1.0 if positive.size else 0.0
-    return np.where(arr > 0, np.log(np.maximum(arr, 1e-300)), floor)
 
 
 def make_sampler(
