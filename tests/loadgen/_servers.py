@@ -12,8 +12,9 @@ One aiohttp application; each path is a behaviour, tuned by its query string:
     /sleep?ms=M                  200 after M ms
     /serial?service_ms=M         one request at a time, M ms each: capacity 1000/M req/s
     /queue?service_ms=M&max_queue=Q  /serial, but 503 at once when Q requests already wait
-    /stall_once?key=K&service_ms=M&after=N&stall_ms=Z  /serial (per key), except that the N-th
-                                 request to key K holds the server Z ms (one stall of a shared core)
+    /stall_once?key=K&service_ms=M&at_s=T&stall_ms=Z  /serial (per key), except that the first
+                                 request to key K arriving T s or more after the key's first request
+                                 holds the server Z ms (one stall of a shared core)
                                  (TorchServe's full job queue)
     /auth                        200 with "Authorization: Bearer token", else 401
     /batch?size=B&delay_ms=D&service_ms=M  answers in batches, like TorchServe's batching: a
@@ -98,16 +99,19 @@ async def serial(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-_counts: dict[str, int] = {}
+_first_seen: dict[str, float] = {}
+_stalled: set[str] = set()
 
 
 async def stall_once(request: web.Request) -> web.Response:
     await request.read()
     key = request.query.get("key", "")
     lock = _locks.setdefault(f"stall {key}", asyncio.Lock())
-    _counts[key] = n = _counts.get(key, 0) + 1
+    now = time.monotonic()
+    first = _first_seen.setdefault(key, now)
     service_s = float(request.query.get("service_ms", "10")) / 1000.0
-    if n == int(request.query.get("after", "400")):
+    if key not in _stalled and now - first >= float(request.query.get("at_s", "4")):
+        _stalled.add(key)
         service_s += float(request.query.get("stall_ms", "600")) / 1000.0
     async with lock:
         await asyncio.sleep(service_s)

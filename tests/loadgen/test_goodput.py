@@ -137,17 +137,18 @@ def test_settings_state_their_rule() -> None:
 def test_a_failed_step_is_measured_again_before_the_search_shrinks(
     servers: Servers, confirm: bool
 ) -> None:
-    # 10 ms one at a time (about 90 req/s), but the 400th request stalls the server 600 ms: it
-    # falls in the first open-loop step (after the ~6 idle and ~180 capacity-probe requests),
-    # which fails on the queue behind the stall. Confirmed, the repeat passes and the rate holds;
-    # unconfirmed, the search shrinks on one stall.
-    url = servers.url(f"/stall_once?key=confirm-{confirm}&service_ms=10&after=400&stall_ms=600")
+    # 10 ms one at a time (about 90 req/s), offered at half of it: far from the SLA, on a noisy
+    # host too. But 4.5 s after the first request the server stalls once for 600 ms: that falls in
+    # the first open-loop step (after the idle probe and the 2 s capacity probe; the step needs
+    # about 6.6 s for a pass), which fails on the queue behind the stall. Confirmed, the repeat
+    # passes and the rate holds; unconfirmed, the search shrinks on one stall.
+    url = servers.url(f"/stall_once?key=confirm-{confirm}&service_ms=10&at_s=4.5&stall_ms=600")
     result = run_sync(
         find_goodput(
             Target(url=url),
             sla_ms=100,
             settings=GoodputSettings(
-                confirm_failures=confirm, max_steps=2, step_max_s=6, verify_s=0
+                confirm_failures=confirm, start_fraction=0.5, max_steps=2, step_max_s=8
             ),
         )
     )
@@ -155,9 +156,8 @@ def test_a_failed_step_is_measured_again_before_the_search_shrinks(
     assert first.verdict == "fail"
     if confirm:
         assert second.offered_rps == first.offered_rps
-        assert second.verdict == "pass"
-        assert result.best is second
-        assert result.goodput_rps >= 0.9 * first.offered_rps
+        assert step_passes(second, max_errors=0), second
+        assert result.goodput_rps >= first.offered_rps
     else:
         assert second.offered_rps < first.offered_rps
 
