@@ -11,9 +11,12 @@ the tool, is often where the spread comes from. It also counts the garbage colle
 the load generator's own (this process: none were full collections during a measurement), and
 the full collections of the model's workers that took over 20 ms, which autotune's handlers log
 (before ``freeze_heap`` the workers of the quick model stalled 117-179 ms in them, both at once).
+And it times a fixed pure-Python loop before each repeat (``host_speed``): on a shared host the
+CPU itself runs faster or slower from one minute to the next (1.7-2.6x measured here), and a
+goodput spread that follows it is the host's, not the search's.
 
     python benchmarks/repeatability.py [--config "cpu/fp32/ts w2 b4 d1ms t1"] [--repeats 5]
-        [--sla-ms 100] [--step-s S] [--no-confirm-failures] [--rel-precision 0.1]
+        [--sla-ms 100] [--step-s S] [--step-min-s S] [--no-confirm-failures] [--rel-precision 0.1]
         [--verify-s 0] [--step-warmup-s 0] [--autogroup-nice -20] [--steps] [--json]
 
 ``--json`` prints one object whose rows carry every probe and step of each search (offered
@@ -232,6 +235,21 @@ def _cv(values: list[float]) -> float:
     return statistics.stdev(finite) / statistics.fmean(finite)
 
 
+def host_speed(samples: int = 15, loop: int = 200_000) -> dict[str, float]:
+    """How fast this host runs a fixed pure-Python loop now: the median of ``samples`` timings
+    (in million iterations a second) and their max/min. Taken before each repeat: when it moves
+    between repeats as much as the goodput does, the host's CPU moved (a shared or throttled
+    core), not the tool's figure."""
+    rates = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        x = 0
+        for i in range(loop):
+            x += i
+        rates.append(loop / (time.perf_counter() - t0) / 1e6)
+    return {"median_mips": round(statistics.median(rates), 2), "spread": round(_spread(rates), 3)}
+
+
 def _spread(values: list[float]) -> float:
     low, high = min(values), max(values)
     return high / low if low > 0 else math.inf
@@ -243,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sla-ms", type=float, default=100.0)
     parser.add_argument("--step-s", type=float, default=None)
+    parser.add_argument("--step-min-s", type=float, default=None, help="no pass before it")
     parser.add_argument("--rel-precision", type=float, default=None)
     parser.add_argument("--no-confirm-failures", action="store_true")
     parser.add_argument("--verify-s", type=float, default=None, help="0: no verification")
@@ -265,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     load = GoodputSettings(warmup_requests=2)  # as `autotune run`
     if args.step_s is not None:
         load = dataclasses.replace(load, step_max_s=args.step_s)
+    if args.step_min_s is not None:
+        load = dataclasses.replace(load, step_min_s=args.step_min_s)
     if args.rel_precision is not None:
         load = dataclasses.replace(load, rel_precision=args.rel_precision)
     if args.no_confirm_failures:
@@ -307,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeats):
             with HostLock(study="repeatability", on_wait=_say_wait):
                 # Counted once the host is ours, not while another run measured.
+                speed = host_speed()
                 busy0, ours0, t0 = _busy_s(), _ours_cpu_s(), time.monotonic()
                 pauses.take()
                 result = prepared.evaluator.evaluate(config)
@@ -332,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_1m": os.getloadavg()[0],
                 "failure": result.failure,
                 "capacity_probe_rps": capacity,
+                "host_speed": speed,
                 "gc": collections,
                 "steps": steps,
             }
@@ -340,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {i + 1}: {result.throughput_rps:7.1f} req/s  P99 {result.p99_ms:6.1f} ms  "
                 f"({result.verdict}; offered {result.offered_rps:.1f}, {result.requests} requests,"
                 f" deploy {result.deploy_s:.0f} s + measure {result.measure_s:.0f} s; other "
-                f"processes {others:.2f} cores, load {row['loadavg_1m']:.2f}; "
+                f"processes {others:.2f} cores, load {row['loadavg_1m']:.2f}; host speed "
+                f"{speed['median_mips']:.1f} M loops/s (max/min {speed['spread']:.2f}); "
                 f"{collections['full_collections']:.0f} full collections of the generator's "
                 f"heap, longest pause {collections['longest_ms']:.0f} ms)",
                 file=log,
@@ -352,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     goodputs = [float(r["goodput_rps"]) for r in rows]
     p99s = [float(r["p99_ms"]) for r in rows]
     capacities = [float(r["capacity_probe_rps"]) for r in rows]
+    speeds = [float(r["host_speed"]["median_mips"]) for r in rows]
     summary = {
         "config": config.label(),
         "sla_ms": args.sla_ms,
@@ -366,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         # The closed-loop capacity probe of each search: when it moves as much as the goodput,
         # the server's capacity moved (the host), not the search's answer.
         "capacity_spread": _spread(capacities) if all(c > 0 for c in capacities) else math.nan,
+        "host_speed_spread": _spread(speeds),
+        "host_speed_within_max": max(float(r["host_speed"]["spread"]) for r in rows),
         "others_cpu_cores_mean": statistics.fmean(float(r["others_cpu_cores"]) for r in rows),
         "autogroup": autogroup,
         "worker_full_collections_over_20ms": workers_gc,
@@ -376,12 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(time.monotonic() - started, 1),
         "rows": rows,
     }
+    speed_between, speed_within = summary["host_speed_spread"], summary["host_speed_within_max"]
     print(
         f"goodput: median {summary['goodput_median_rps']:.1f} req/s, max/min "
         f"{summary['goodput_spread']:.3f}, CV {summary['goodput_cv']:.3f}\n"
         f"P99:     median {summary['p99_median_ms']:.1f} ms, max/min "
         f"{summary['p99_spread']:.3f}, CV {summary['p99_cv']:.3f}\n"
         f"capacity probe (closed loop): max/min {summary['capacity_spread']:.3f}\n"
+        f"host speed (a fixed CPU loop before each repeat): max/min {speed_between:.3f} "
+        f"between repeats, up to {speed_within:.3f} within one probe\n"
         f"host:    {summary['cpu_cores']} cores; load average {loadavg_before[0]:.2f} before, "
         f"{summary['loadavg_after'][0]:.2f} after; other processes used "
         f"{summary['others_cpu_cores_mean']:.2f} cores on average; {summary['elapsed_s']:.0f} s\n"
