@@ -60,3 +60,19 @@ def test_a_step_that_is_not_positive_is_one_clear_error(
     line = capsys.readouterr().err.strip()
     assert line == "autotune: error: --step-s must be a positive number of seconds, got 0"
     assert not (tmp_path / "a.db").exists()
+
+
+def test_trial_budget_bounds_each_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert captured(monkeypatch, tmp_path, "--trial-budget-s", "20").load.time_budget_s == 20.0
+    slow = captured(monkeypatch, tmp_path, "--slow-model", "--trial-budget-s", "300").load
+    assert slow.time_budget_s == 300.0 and slow.capacity_concurrency == 8
+
+
+def test_a_trial_budget_that_is_not_positive_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'a.db'}"
+    assert main(["run", "--sla-ms", "100", "--storage", storage, "--trial-budget-s", "-1"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line == "autotune: error: --trial-budget-s must be a positive number of seconds, got -1"
+    assert not (tmp_path / "a.db").exists()

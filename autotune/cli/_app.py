@@ -77,6 +77,14 @@ def run(
     step_s: Annotated[
         float | None, typer.Option("--step-s", help="Time cap of one load step (s).")
     ] = None,
+    trial_budget_s: Annotated[
+        float | None,
+        typer.Option(
+            "--trial-budget-s",
+            help="Time budget of one trial's goodput search (s; default 45): a shorter one "
+            "brackets the goodput less finely.",
+        ),
+    ] = None,
     slow_model: Annotated[
         bool,
         typer.Option(
@@ -114,6 +122,12 @@ def run(
             raise ConfigError(f"--step-s must be a positive number of seconds, got {step_s:g}")
         long_s = max(load.step_long_s, step_s) if load.step_long_s is not None else None
         load = dataclasses.replace(load, step_max_s=step_s, step_long_s=long_s)
+    if trial_budget_s is not None:
+        if not trial_budget_s > 0:
+            raise ConfigError(
+                f"--trial-budget-s must be a positive number of seconds, got {trial_budget_s:g}"
+            )
+        load = dataclasses.replace(load, time_budget_s=trial_budget_s)
     settings = RunSettings(
         sla_ms=sla_ms,
         model=model,
