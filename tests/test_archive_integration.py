@@ -24,7 +24,7 @@ from autotune.space import TrialConfig
 from autotune.study import schema as A
 from tests.archives import echo_archive, vision_archive
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphans")]
+pytestmark = [pytest.mark.integration, pytest.mark.measures, pytest.mark.usefixtures("no_orphans")]
 
 TRIALS = 3
 SLA_MS = 1000  # generous: the 2-core CI host is shared; the point is the path, not the figure
@@ -62,7 +62,8 @@ def tune(cwd: Path, archive: Path, payload: Path, *extra: str) -> Run:
     storage = f"sqlite:///{cwd / 'x.db'}"
     proc = autotune(
         "run", "--model", str(archive), "--input", str(payload), "--sla-ms", str(SLA_MS),
-        "--trials", str(TRIALS), "--step-s", "2", "--confirm", "0", "--seed", "1",
+        "--trials", str(TRIALS), "--step-s", "2", "--trial-budget-s", "30", "--confirm", "0",
+        "--seed", "1",
         "--space", "space.yaml", "--storage", storage, "--study", "it", *extra,
         cwd=cwd,
     )  # fmt: skip

@@ -49,6 +49,7 @@ def test_the_contract_catches_a_broken_evaluator() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.measures
 @pytest.mark.usefixtures("no_orphans")
 def test_torchserve_evaluator_keeps_the_contract(tmp_path: Path) -> None:
     from autotune import RunSettings, prepare

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from autotune.study import schema as A
 from tests._postgres import postgres_bin, postgres_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphans")]
+pytestmark = [pytest.mark.integration, pytest.mark.measures, pytest.mark.usefixtures("no_orphans")]
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def _postgres_installed() -> None:
 
 
 HANDLER = Path(__file__).parent / "faults" / "fault_handler.py"
-TRIALS = 6
+TRIALS = 4
 
 
 def test_two_workers_share_one_study(tmp_path: Path) -> None:
@@ -40,7 +40,8 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
         args = [
             sys.executable, "-m", "autotune", "run", "--model", str(HANDLER),
             "--input", str(sample), "--sla-ms", "100", "--trials", str(TRIALS),
-            "--storage", url, "--study", "shared", "--step-s", "2", "--confirm", "0",
+            "--storage", url, "--study", "shared", "--step-s", "2", "--trial-budget-s", "20",
+            "--confirm", "0",
         ]  # fmt: skip
         workers = [
             subprocess.Popen(
