@@ -1,4 +1,6 @@
-"""Shared fixtures: no test may leave a TorchServe process behind."""
+"""Shared fixtures: no test may leave a TorchServe process behind, and each test has its own
+host folder (the measurement lock, the record of children), so that tests running side by side
+under pytest-xdist do not wait for each other's measurement or see each other's children."""
 
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ def model_server_pids(under: str = "") -> set[int]:
         if MODEL_SERVER in cmdline and under in cmdline:
             pids.add(proc.info["pid"])
     return pids
+
+
+@pytest.fixture(autouse=True)
+def own_host_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AUTOTUNE_HOST_DIR`` of this test and the commands it starts (a test may set its own)."""
+    monkeypatch.setenv("AUTOTUNE_HOST_DIR", str(tmp_path_factory.mktemp("host")))
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ from autotune.space import TrialConfig
 from autotune.study import schema as A
 from tests.archives import echo_archive, vision_archive
 
-pytestmark = [pytest.mark.integration, pytest.mark.measures, pytest.mark.usefixtures("no_orphans")]
+# The vision studies measure (a feasible best needs the model's own rate: alone on the host);
+# the echo handler answers in microseconds, so its study can share the cores.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphans")]
 
 TRIALS = 3
 SLA_MS = 1000  # generous: the 2-core CI host is shared; the point is the path, not the figure
@@ -78,6 +80,7 @@ def vision_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     return tune(cwd, archive, SAMPLE)
 
 
+@pytest.mark.measures
 def test_the_study_holds_complete_measured_trials_and_a_feasible_best(vision_run: Run) -> None:
     study = vision_run.study
     done = study.get_trials(states=(TrialState.COMPLETE,))
@@ -90,6 +93,7 @@ def test_the_study_holds_complete_measured_trials_and_a_feasible_best(vision_run
     assert study.user_attrs[A.STUDY_MODEL].endswith(".mar")
 
 
+@pytest.mark.measures
 def test_the_run_prints_the_knobs_it_found(vision_run: Run) -> None:
     out = " ".join(vision_run.proc.stdout.split())  # rich wraps long lines
     assert "handler: image_classifier (TorchServe stock handler" in out
@@ -114,6 +118,7 @@ def _post(url: str, token: str, data: bytes) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+@pytest.mark.measures
 def test_the_export_serves_the_best_settings_and_the_same_answers(vision_run: Run) -> None:
     cwd = vision_run.cwd
     ports = [str(free_port()) for _ in range(3)]

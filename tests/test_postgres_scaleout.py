@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from autotune.study import schema as A
 from tests._postgres import postgres_bin, postgres_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.measures, pytest.mark.usefixtures("no_orphans")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphans")]
 
 
 @pytest.fixture(autouse=True)
