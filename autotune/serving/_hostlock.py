@@ -115,7 +115,7 @@ class HostLock:
                 if self.on_wait is not None:
                     self.on_wait(holder)
                 started = time.monotonic()
-                _wait_for_lock(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 self.waited_s = time.monotonic() - started
             holder = Holder(
                 pid=os.getpid(),
@@ -179,15 +179,3 @@ class HostLocked:
     def evaluate(self, config: TrialConfig) -> TrialResult:
         with self.lock:
             return self.evaluator.evaluate(config)
-
-
-def _wait_for_lock(fd: int, poll_s: float = 0.2) -> None:
-    """Take the lock on ``fd``, waiting in short slices rather than in one blocking ``flock``: a
-    process-directed SIGINT may be taken by a native thread (OpenBLAS's), and a main thread
-    blocked in the system call would then not act on Ctrl-C until the lock came free."""
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            time.sleep(poll_s)

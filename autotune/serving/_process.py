@@ -328,21 +328,10 @@ class ChildProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def wait(self, timeout_s: float | None = None) -> int:
-        """Block until the child exits; its exit status.
-
-        Without a timeout it still waits in short slices: a process-directed SIGINT may be taken
-        by a native thread (OpenBLAS's), and then a main thread blocked in one ``waitpid`` never
-        runs the KeyboardInterrupt (Ctrl-C of ``autotune dashboard`` hung so in CI)."""
-        proc = self._proc
-        if proc is None:
+        """Block until the child exits; its exit status."""
+        if self._proc is None:
             raise ServerError(f"{self.name} was never started")
-        if timeout_s is not None:
-            return proc.wait(timeout=timeout_s)
-        while True:
-            try:
-                return proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
+        return self._proc.wait(timeout=timeout_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the child and everything it started (see ``stop_process_group``). Idempotent."""
