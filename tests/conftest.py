@@ -4,6 +4,7 @@ under pytest-xdist do not wait for each other's measurement or see each other's 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 
@@ -21,6 +22,17 @@ def model_server_pids(under: str = "") -> set[int]:
         if MODEL_SERVER in cmdline and under in cmdline:
             pids.add(proc.info["pid"])
     return pids
+
+
+@pytest.fixture(autouse=True, scope="session")
+def interruptible() -> None:
+    """Ctrl-C reaches the commands the tests start. A shell without job control starts
+    background commands with SIGINT ignored (POSIX), every child inherits that across exec, and
+    Python then leaves it ignored: `autotune dashboard` and `autotune run` started by a test never
+    saw the SIGINT it sent. A handled signal is reset to its default on exec, so handling it here
+    gives each child the default, and Python's KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
