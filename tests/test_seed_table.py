@@ -20,6 +20,7 @@ BACKEND = "detectron2" if importlib.util.find_spec("detectron2") else "torchvisi
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.measures,
     pytest.mark.usefixtures("no_orphans"),
     pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU form; a GPU host runs it whole"),
 ]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 @pytest.mark.slow
+@pytest.mark.measures  # a P99 within 10 %: alone on the host
 def test_p99_of_a_known_latency_law_is_within_10_percent(servers: Servers) -> None:
     # 20 ms + Exp(mean 20 ms): P99 = 20 + 20 ln 100 = 112.1 ms. The server draws from a seeded
     # generator, so the exact delays it applied are known: their P99 is the truth, free of the
@@ -55,6 +56,7 @@ def test_p99_of_a_known_latency_law_is_within_10_percent(servers: Servers) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.measures  # a P99 within 10 %: alone on the host
 def test_a_freeze_shows_in_open_loop_p99_but_not_in_closed_loop(servers: Servers) -> None:
     # The server stalls 0.5 s every 5 s: 10 % of open-loop arrivals wait up to 0.5 s, so the
     # open-loop P99 is near 0.45 s (1 s every 10 s would give 0.9 s). One closed-loop client
