@@ -12,7 +12,7 @@ the load generator's own (this process: none were full collections during a meas
 the full collections of the model's workers that took over 20 ms, which autotune's handlers log
 (before ``freeze_heap`` the workers of the quick model stalled 117-179 ms in them, both at once).
 And it times a fixed pure-Python loop before each repeat (``host_speed``): on a shared host the
-CPU itself runs faster or slower from one minute to the next (1.7-2.6x measured here), and a
+CPU itself runs faster or slower from one minute to the next (1.7-3x measured here), and a
 goodput spread that follows it is the host's, not the search's.
 
     python benchmarks/repeatability.py [--config "cpu/fp32/ts w2 b4 d1ms t1"] [--repeats 5]

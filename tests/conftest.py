@@ -37,7 +37,9 @@ def interruptible() -> None:
 
 @pytest.fixture(autouse=True)
 def own_host_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``AUTOTUNE_HOST_DIR`` of this test and the commands it starts (a test may set its own)."""
+    """``AUTOTUNE_HOST_DIR`` of this test and the commands it starts (a test may set its own).
+    A module-scoped fixture is set up before it and keeps the user's host folder: the studies
+    made that way run in the `measures` phase, alone."""
     monkeypatch.setenv("AUTOTUNE_HOST_DIR", str(tmp_path_factory.mktemp("host")))
 
 

@@ -52,27 +52,22 @@ def test_a_step_longer_than_the_slow_cap_raises_the_cap(
     assert load.step_max_s == 90.0 and load.step_long_s == 90.0
 
 
-def test_a_step_that_is_not_positive_is_one_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--step-s", "0"), ("--trial-budget-s", "-1")], ids=["step", "budget"]
+)
+def test_a_duration_that_is_not_positive_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'a.db'}"
-    assert main(["run", "--sla-ms", "100", "--storage", storage, "--step-s", "0"]) == 1
+    assert main(["run", "--sla-ms", "100", "--storage", storage, flag, value]) == 1
     line = capsys.readouterr().err.strip()
-    assert line == "autotune: error: --step-s must be a positive number of seconds, got 0"
+    assert line == f"autotune: error: {flag} must be a positive number of seconds, got {value}"
     assert not (tmp_path / "a.db").exists()
 
 
-def test_trial_budget_bounds_each_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_trial_budget_is_the_searchs_time_budget(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert captured(monkeypatch, tmp_path, "--trial-budget-s", "20").load.time_budget_s == 20.0
     slow = captured(monkeypatch, tmp_path, "--slow-model", "--trial-budget-s", "300").load
     assert slow.time_budget_s == 300.0 and slow.capacity_concurrency == 8
-
-
-def test_a_trial_budget_that_is_not_positive_is_one_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    storage = f"sqlite:///{tmp_path / 'a.db'}"
-    assert main(["run", "--sla-ms", "100", "--storage", storage, "--trial-budget-s", "-1"]) == 1
-    line = capsys.readouterr().err.strip()
-    assert line == "autotune: error: --trial-budget-s must be a positive number of seconds, got -1"
-    assert not (tmp_path / "a.db").exists()

@@ -81,8 +81,8 @@ def run(
         float | None,
         typer.Option(
             "--trial-budget-s",
-            help="Time budget of one trial's goodput search (s; default 45): a shorter one "
-            "brackets the goodput less finely.",
+            help="Time budget of one trial's goodput search (s; default 45, 240 with "
+            "--slow-model): a shorter one brackets the goodput less finely.",
         ),
     ] = None,
     slow_model: Annotated[

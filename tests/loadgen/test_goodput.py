@@ -162,6 +162,21 @@ def test_a_failed_step_is_measured_again_before_the_search_shrinks(
         assert second.offered_rps < first.offered_rps
 
 
+def test_the_time_budget_ends_the_search_before_its_step_limit(servers: Servers) -> None:
+    # 2 ms one at a time (about 500 req/s): each step takes its 2 s, and bracketing the goodput
+    # within 5 % takes several steps. A budget of 5 s leaves room for one step after the probes
+    # (about 2 s): the search stops there, as no step may start that would end after the budget,
+    # and answers with what it has.
+    settings = GoodputSettings(max_steps=8, step_max_s=2, time_budget_s=5)
+    started = time.monotonic()
+    result = run_sync(
+        find_goodput(Target(url=servers.url("/serial?service_ms=2")), sla_ms=100, settings=settings)
+    )
+    elapsed = time.monotonic() - started
+    assert 1 <= len(result.steps) <= 2, [(s.offered_rps, s.verdict) for s in result.steps]
+    assert elapsed <= settings.time_budget_s + settings.drain_max_s, elapsed
+
+
 def _step(*, verdict: str, sent: int, over: int, errors: int = 0) -> LoadResult:
     return LoadResult(
         mode="open", offered_rps=20.0, throughput_rps=20.0, sent=sent, completed=sent - errors,
