@@ -16,7 +16,8 @@ CPU itself runs faster or slower from one minute to the next (1.7-3x measured he
 goodput spread that follows it is the host's, not the search's.
 
     python benchmarks/repeatability.py [--config "cpu/fp32/ts w2 b4 d1ms t1"] [--repeats 5]
-        [--sla-ms 100] [--step-s S] [--step-min-s S] [--no-confirm-failures] [--rel-precision 0.1]
+        [--sla-ms 100] [--step-s S] [--step-min-s S] [--fail-min-s S]
+        [--no-confirm-failures] [--rel-precision 0.1]
         [--verify-s 0] [--step-warmup-s 0] [--autogroup-nice -20] [--steps] [--json]
 
 ``--json`` prints one object whose rows carry every probe and step of each search (offered
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sla-ms", type=float, default=100.0)
     parser.add_argument("--step-s", type=float, default=None)
     parser.add_argument("--step-min-s", type=float, default=None, help="no pass before it")
+    parser.add_argument(
+        "--fail-min-s", type=float, default=None, help="no failure on the SLA count before it"
+    )
     parser.add_argument("--rel-precision", type=float, default=None)
     parser.add_argument("--no-confirm-failures", action="store_true")
     parser.add_argument("--verify-s", type=float, default=None, help="0: no verification")
@@ -286,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         load = dataclasses.replace(load, step_max_s=args.step_s)
     if args.step_min_s is not None:
         load = dataclasses.replace(load, step_min_s=args.step_min_s)
+    if args.fail_min_s is not None:
+        load = dataclasses.replace(load, fail_min_s=args.fail_min_s)
     if args.rel_precision is not None:
         load = dataclasses.replace(load, rel_precision=args.rel_precision)
     if args.no_confirm_failures:

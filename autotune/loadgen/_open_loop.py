@@ -59,19 +59,22 @@ class _StopRule:
     confidence: float
     min_s: float
     max_errors: int | None
+    fail_min_s: float = 0.0
 
     def check(self, rec: Recorder, now: float) -> Verdict | None:
         """The settled verdict of the window so far, or None while it is open."""
         if self.max_errors is not None and rec.errors > self.max_errors:
             return Verdict.FAIL
         over = rec.over + rec.over_in_flight(now, _MAX_COUNTED_IN_FLIGHT)
+        elapsed = now - rec.window_start
         # Checked after every few answers, one early slow request would fail too many good
-        # steps: a single request over the SLA never fails a step on its own.
-        if over >= max(2, fail_min_over(rec.resolved + over - rec.over, self.confidence)):
-            return Verdict.FAIL
-        if now - rec.window_start >= self.min_s and rec.resolved >= pass_min_samples(
-            over, self.confidence
+        # steps: a single request over the SLA never fails a step on its own, and no count
+        # fails it before ``fail_min_s`` (one stall makes several requests in a row late).
+        if elapsed >= self.fail_min_s and over >= max(
+            2, fail_min_over(rec.resolved + over - rec.over, self.confidence)
         ):
+            return Verdict.FAIL
+        if elapsed >= self.min_s and rec.resolved >= pass_min_samples(over, self.confidence):
             return Verdict.PASS
         return None
 
@@ -88,6 +91,7 @@ async def run_open_loop(
     confidence: float = 0.95,
     stop_when_settled: bool = False,
     settle_min_s: float = 0.0,
+    fail_min_s: float = 0.0,
     max_errors: int | None = None,
     max_connections: int | None = None,
     drain_s: float | None = None,
@@ -96,9 +100,10 @@ async def run_open_loop(
 
     With ``sla_ms`` the result carries ``over_sla`` and the binomial ``verdict`` (see
     ``_stats``). With ``stop_when_settled`` too, the run ends as soon as that verdict is settled
-    (a pass no earlier than ``settle_min_s`` into the window), or once more than ``max_errors``
-    errors came back. Answers are awaited ``drain_s`` after the last send (default:
-    ``default_drain_s``); those still missing count as ``unfinished`` errors.
+    (a pass no earlier than ``settle_min_s`` into the window, a failure on the count over the
+    SLA no earlier than ``fail_min_s``), or once more than ``max_errors`` errors came back.
+    Answers are awaited ``drain_s`` after the last send (default: ``default_drain_s``); those
+    still missing count as ``unfinished`` errors.
     Raises LoadTestError when the target cannot be reached at all.
     """
     if not rate_rps > 0:
@@ -120,7 +125,12 @@ async def run_open_loop(
     first_measured = warm.size
     rule = None
     if stop_when_settled:
-        rule = _StopRule(confidence=confidence, min_s=settle_min_s, max_errors=max_errors)
+        rule = _StopRule(
+            confidence=confidence,
+            min_s=settle_min_s,
+            max_errors=max_errors,
+            fail_min_s=fail_min_s,
+        )
     rec = Recorder(sla_ms=sla_ms)
     engine = HttpEngine(
         target,

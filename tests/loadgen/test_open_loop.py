@@ -184,6 +184,36 @@ def test_a_comfortable_step_passes_once_settled(servers: Servers) -> None:
     assert result.completed >= 299
 
 
+@pytest.mark.parametrize("fail_min_s", [0.0, 3.0])
+def test_a_short_stall_fails_a_step_only_before_fail_min_s(
+    servers: Servers, fail_min_s: float
+) -> None:
+    # One 140 ms stall 0.3 s in, requests every 20 ms served in 5 ms: about 3 in a row are over
+    # the 100 ms SLA. Among the first ~15 requests that proves P99 > SLA (2 suffice); among the
+    # 150 of the whole 3 s window it does not (5 would be needed), and no pass is possible
+    # either (3 over need 773 requests), so the step ends undecided at its cap.
+    key = f"short-stall-{fail_min_s}"
+    target = Target(url=servers.url(f"/stall_once?key={key}&service_ms=5&at_s=0.3&stall_ms=140"))
+    result = run_sync(
+        run_open_loop(
+            target,
+            rate_rps=50,
+            duration_s=3,
+            arrival="constant",
+            sla_ms=100,
+            stop_when_settled=True,
+            fail_min_s=fail_min_s,
+        )
+    )
+    assert result.over_sla is not None and result.over_sla >= 2
+    if fail_min_s == 0:
+        assert result.verdict == Verdict.FAIL
+        assert result.stopped_early and result.duration_s < 1.5
+    else:
+        assert result.verdict == Verdict.UNDECIDED
+        assert not result.stopped_early
+
+
 def test_one_error_ends_a_step_when_no_error_is_allowed(servers: Servers) -> None:
     target = Target(url=servers.url("/share503?p=0.5"))
     result = run_sync(
