@@ -12,18 +12,24 @@ the bound no rule can pass: the best configuration the search measured at all.
 * ``top 3 x 2, repeats only``: the same candidates, judged on the 2 new measurements alone;
 * ``top 3 x 2, first at half weight``: the first measurement counts half in the mean;
 * ``top 6 x 1`` / ``top 5 x 2``: more candidates (6 and 10 measurements);
-* ``halving 4 -> 2``: the top 4 once more, then the best 2 of those once more (6 measurements).
+* ``halving K -> J``: the top K once more, then the best J of those (by the geometric mean of
+  both measurements) once more (K + J measurements).
 
     python benchmarks/export_rules.py --generated tuning [--per-family 20] [--seeds 2]
-        [--noise 0.15] [--trials 30]
+        [--noise 0.15] [--trials 30] [--jobs 2] [--traces FILE]
+
+``--traces FILE`` keeps the searches' traces in FILE (a pickle, written when it does not exist,
+read when it does), so that rules can be compared again without searching again.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import pickle
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +78,14 @@ def top(k: int, repeats: int, *, first: float = 1.0) -> Rule:
     return rule
 
 
-def halving(ranked: Sequence[int], measure: Measure) -> int:
-    """The top 4 once more, then the best 2 of them once more (6 measurements)."""
-    four = sorted(ranked[:4], key=lambda i: -_log_mean([measure(i, 0), measure(i, 1)]))
-    return max(four[:2], key=lambda i: _log_mean([measure(i, r) for r in range(3)]))
+def halving(first: int, second: int) -> Rule:
+    """The top ``first`` once more, then the best ``second`` of them once more."""
+
+    def rule(ranked: Sequence[int], measure: Measure) -> int:
+        stage = sorted(ranked[:first], key=lambda i: -_log_mean([measure(i, 0), measure(i, 1)]))
+        return max(stage[:second], key=lambda i: _log_mean([measure(i, r) for r in range(3)]))
+
+    return rule
 
 
 RULES: dict[str, Rule] = {
@@ -84,7 +94,11 @@ RULES: dict[str, Rule] = {
     "top 3 x 2, first at half weight": top(3, 2, first=0.5),
     "top 6 x 1": top(6, 1),
     "top 5 x 2": top(5, 2),
-    "halving 4 -> 2": halving,
+    "halving 4 -> 2": halving(4, 2),
+    "top 4 x 2": top(4, 2),
+    "halving 6 -> 2": halving(6, 2),
+    "halving 6 -> 3": halving(6, 3),
+    "halving 8 -> 3": halving(8, 3),
 }
 
 
@@ -110,6 +124,45 @@ def exported_shares(trace: Trace, optimum: float, *, trials: int) -> dict[str, f
     return shares
 
 
+def _search(job: tuple[str, int, int, int, float, int]) -> tuple[Trace, float]:
+    """One search (run in a worker process): landscape ``index`` of the set, replay ``seed``."""
+    which, per_family, index, seed, noise, trials = job
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    landscape, profile = landscape_set(which, per_family=per_family)[index]
+    factory = sampler_factory(DEFAULT_SAMPLER, n_startup_trials=DEFAULT_N_STARTUP_TRIALS)
+    trace = run_search(
+        landscape,
+        factory(seed, landscape.space),
+        trials=trials,
+        sla_ms=profile.sla_ms,
+        noise_cv=noise,
+        seed=seed,
+    )
+    return trace, landscape.best(profile.sla_ms)[1]
+
+
+def _traces(args: argparse.Namespace) -> list[tuple[Trace, float]]:
+    """Every (trace, optimum) of the set: read from ``--traces`` when that file exists, else
+    searched (``--jobs`` processes) and written there."""
+    cache: Path | None = args.traces
+    if cache is not None and cache.exists():
+        with cache.open("rb") as f:
+            loaded: list[tuple[Trace, float]] = pickle.load(f)
+        return loaded
+    count = len(landscape_set(args.generated, per_family=args.per_family))
+    jobs = [
+        (args.generated, args.per_family, index, seed, args.noise, args.trials)
+        for index in range(count)
+        for seed in range(args.seeds)
+    ]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        traces = list(pool.map(_search, jobs))
+    if cache is not None:
+        with cache.open("wb") as f:
+            pickle.dump(traces, f)
+    return traces
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generated", choices=("tuning", "held-out"), default="tuning")
@@ -117,23 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--noise", type=float, default=0.15)
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=1, help="search processes side by side")
+    parser.add_argument("--traces", type=Path, help="keep the traces in this file (a pickle)")
     args = parser.parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    factory = sampler_factory(DEFAULT_SAMPLER, n_startup_trials=DEFAULT_N_STARTUP_TRIALS)
+    traces = _traces(args)
     shares: dict[str, list[float]] = {}
-    for landscape, profile in landscape_set(args.generated, per_family=args.per_family):
-        optimum = landscape.best(profile.sla_ms)[1]
-        for seed in range(args.seeds):
-            trace = run_search(
-                landscape,
-                factory(seed, landscape.space),
-                trials=args.trials,
-                sla_ms=profile.sla_ms,
-                noise_cv=args.noise,
-                seed=seed,
-            )
-            for name, share in exported_shares(trace, optimum, trials=args.trials).items():
-                shares.setdefault(name, []).append(share)
+    for trace, optimum in traces:
+        for name, share in exported_shares(trace, optimum, trials=args.trials).items():
+            shares.setdefault(name, []).append(share)
     runs = len(next(iter(shares.values()), []))
     table = Table(
         title=f"{args.generated} set, {runs} runs, noise CV {args.noise:g}, {args.trials} trials: "
