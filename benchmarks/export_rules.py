@@ -13,7 +13,10 @@ the bound no rule can pass: the best configuration the search measured at all.
 * ``top 3 x 2, first at half weight``: the first measurement counts half in the mean;
 * ``top 6 x 1`` / ``top 5 x 2``: more candidates (6 and 10 measurements);
 * ``halving K -> J``: the top K once more, then the best J of those (by the geometric mean of
-  both measurements) once more (K + J measurements).
+  both measurements) once more (K + J measurements);
+* ``top 5 x 4`` / ``top 8 x 8``: how far more measurements go (20 and 64);
+* ``truly best of the top K (bound)``: what a confirmation of the top K that never erred would
+  export.
 
     python benchmarks/export_rules.py --generated tuning [--per-family 20] [--seeds 2]
         [--noise 0.15] [--trials 30] [--jobs 2] [--traces FILE]
@@ -99,7 +102,10 @@ RULES: dict[str, Rule] = {
     "halving 6 -> 2": halving(6, 2),
     "halving 6 -> 3": halving(6, 3),
     "halving 8 -> 3": halving(8, 3),
+    "top 5 x 4": top(5, 4),
+    "top 8 x 8": top(8, 8),
 }
+ORACLES = (3, 8)  # the truly best of the top K by measurement: what a perfect confirmation gets
 
 
 def exported_shares(trace: Trace, optimum: float, *, trials: int) -> dict[str, float]:
@@ -120,6 +126,9 @@ def exported_shares(trace: Trace, optimum: float, *, trials: int) -> dict[str, f
         name: (trace.true_rps[rule(ranked, measure)] / optimum if ranked else 0.0)
         for name, rule in RULES.items()
     }
+    for k in ORACLES:
+        best = max(trace.true_rps[i] for i in ranked[:k]) if ranked else 0.0
+        shares[f"truly best of the top {k} (bound)"] = best / optimum
     shares["best measured (bound)"] = max(trace.true_rps[:trials], default=0.0) / optimum
     return shares
 
