@@ -22,7 +22,8 @@ the bound no rule can pass: the best configuration the search measured at all.
         [--noise 0.15] [--trials 30] [--jobs 2] [--traces FILE]
 
 ``--traces FILE`` keeps the searches' traces in FILE (a pickle, written when it does not exist,
-read when it does), so that rules can be compared again without searching again.
+read when it does), so that rules can be compared again without searching again; a file written
+with other ``--generated``, ``--per-family``, ``--seeds``, ``--noise`` or ``--trials`` is refused.
 """
 
 from __future__ import annotations
@@ -154,9 +155,20 @@ def _traces(args: argparse.Namespace) -> list[tuple[Trace, float]]:
     """Every (trace, optimum) of the set: read from ``--traces`` when that file exists, else
     searched (``--jobs`` processes) and written there."""
     cache: Path | None = args.traces
+    key = {
+        "generated": args.generated, "per_family": args.per_family, "seeds": args.seeds,
+        "noise": args.noise, "trials": args.trials,
+    }  # fmt: skip
     if cache is not None and cache.exists():
         with cache.open("rb") as f:
-            loaded: list[tuple[Trace, float]] = pickle.load(f)
+            stored = pickle.load(f)
+        held = stored.get("key") if isinstance(stored, dict) else None
+        if held != key:
+            raise SystemExit(
+                f"--traces {cache} holds the searches of {held}, not of {key}: "
+                "give another file, or delete this one to search again"
+            )
+        loaded: list[tuple[Trace, float]] = stored["traces"]
         return loaded
     count = len(landscape_set(args.generated, per_family=args.per_family))
     jobs = [
@@ -168,7 +180,7 @@ def _traces(args: argparse.Namespace) -> list[tuple[Trace, float]]:
         traces = list(pool.map(_search, jobs))
     if cache is not None:
         with cache.open("wb") as f:
-            pickle.dump(traces, f)
+            pickle.dump({"key": key, "traces": traces}, f)
     return traces
 
 

@@ -45,10 +45,8 @@ exceed ``max_error_ratio`` of the planned requests (any error, by default); PASS
 is large enough for that count, and no earlier than ``step_min_s``. A failure on the count
 over the SLA waits for ``fail_min_s`` (2 s) of window as well: one stall of a shared core makes
 several requests in a row late, and 2 of the first 15 requests used to fail a step that passed
-when run for its full window (errors still end a step at once). Measured on the quick model,
-interleaved, 2 x 5 repeats each on a noisy host (2026-12-03): goodput median 162 req/s with it,
-140 without (Mann-Whitney p = 0.08), the spread no better (max/min 1.73 and 1.36 vs 1.25 and
-1.71).
+when run for its full window (errors still end a step at once; figures with and without it:
+the README's "Repeatability").
 
 *A failure is confirmed before the search shrinks* (``confirm_failures``): a failed step is run
 again at the same rate, with other arrivals, and only a second failure lowers the rate; a pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -16,6 +16,7 @@ from autotune.loadgen import (
     LoadResult,
     Target,
     find_goodput,
+    run_open_loop,
     run_sync,
 )
 from autotune.loadgen._goodput import step_duration_s, step_passes
@@ -127,6 +128,8 @@ def test_settings_state_their_rule() -> None:
     with pytest.raises(ValueError, match="step_max_s > 0"):
         GoodputSettings(step_max_s=0)
     GoodputSettings(step_max_s=1)  # step_min_s is capped at it
+    with pytest.raises(ValueError, match="fail_min_s >= 0"):
+        GoodputSettings(fail_min_s=-1)
     with pytest.raises(ValueError, match="arrival"):
         GoodputSettings(arrival="bursty")  # type: ignore[arg-type]
     assert GoodputSettings(arrival="constant").arrival == "constant"  # type: ignore[arg-type]
@@ -175,6 +178,27 @@ def test_the_time_budget_ends_the_search_before_its_step_limit(servers: Servers)
     elapsed = time.monotonic() - started
     assert 1 <= len(result.steps) <= 2, [(s.offered_rps, s.verdict) for s in result.steps]
     assert elapsed <= settings.time_budget_s + settings.drain_max_s, elapsed
+
+
+def test_every_search_step_waits_fail_min_s_before_failing_on_its_count(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rule itself is tested in test_open_loop; here, that the search hands it to each step
+    # (capped at the step's own duration). The steps still run against a real server.
+    seen: list[float] = []
+    real = run_open_loop
+
+    async def recorded(*args: Any, **kwargs: Any) -> LoadResult:
+        seen.append(kwargs["fail_min_s"])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr("autotune.loadgen._goodput.run_open_loop", recorded)
+    settings = GoodputSettings(max_steps=2, step_max_s=1, fail_min_s=0.75)
+    result = run_sync(
+        find_goodput(Target(url=servers.url("/serial?service_ms=2")), sla_ms=100, settings=settings)
+    )
+    assert len(seen) == len(result.steps) >= 1
+    assert set(seen) == {0.75}
 
 
 def _step(*, verdict: str, sent: int, over: int, errors: int = 0) -> LoadResult:
