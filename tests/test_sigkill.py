@@ -36,11 +36,12 @@ def test_sigkill_of_a_run_mid_trial_leaves_no_server_or_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AUTOTUNE_HOST_DIR", str(tmp_path / "host"))
+    stderr = (tmp_path / "run.err").open("wb")  # why, if the run ends on its own
     run = subprocess.Popen(
         [sys.executable, "-m", "autotune", "run", "--model", "quick", "--sla-ms", "100",
          "--trials", "3", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--study", "k",
          "--step-s", "2", "--workdir", str(tmp_path / "work")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, env=dict(os.environ),
     )  # fmt: skip
     try:
         # Mid-trial: the server is up and a trial's model has its workers.
@@ -52,7 +53,9 @@ def test_sigkill_of_a_run_mid_trial_leaves_no_server_or_worker(
             if len(family) >= 2:
                 break
             time.sleep(0.5)
-        assert run.poll() is None, "the run ended before a trial started"
+        if run.poll() is not None:
+            said = (tmp_path / "run.err").read_text(errors="replace").strip()[-2000:]
+            pytest.fail(f"the run ended (exit {run.returncode}) before a trial started: {said}")
         assert len(family) >= 2, "no TorchServe worker appeared"
         wrapper = [p.pid for p in psutil.Process(family[0]).parents()][:2]  # wrapper, guard
         os.kill(run.pid, signal.SIGKILL)
@@ -66,3 +69,4 @@ def test_sigkill_of_a_run_mid_trial_leaves_no_server_or_worker(
         if run.poll() is None:
             run.kill()
             run.wait(timeout=10)
+        stderr.close()
