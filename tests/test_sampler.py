@@ -105,10 +105,46 @@ def test_startup_measures_the_middle_of_each_device_and_precision() -> None:
         ("cpu", False),
     ]
     middle = space.batch_size["cuda"][len(space.batch_size["cuda"]) // 2]
-    assert startup[0].batch_size == middle and startup[0].workers == space.workers["cuda"][0]
+    assert startup[0].batch_size == middle and startup[0].workers == space.workers["cuda"][1]
+    positive = [d for d in space.max_batch_delay_ms["cuda"] if d > 0]
+    assert startup[0].max_batch_delay_ms == positive[(len(positive) - 1) // 2]
     assert not startup[0].torchscript and not startup[0].compile
     cpu = startup[2]
     assert cpu.workers == space.workers["cpu"][1]  # the cores split between two workers
+
+
+def test_a_local_step_measures_the_best_settings_on_the_other_backends_first() -> None:
+    """fp16 at one worker may gain nothing (the CPU part hides it) and double four workers: the
+    local step tries the best configuration's own settings on its device's other precisions
+    and graph modes before it moves any setting, and never one measured or outside the space."""
+    from autotune.study._sampler import SpaceSampler, _counterparts, _Measured
+
+    landscape, _ = generate("gpu_detector", 16)
+    space = landscape.space
+    sampler = SpaceSampler(space, seed=0, n_startup_trials=0)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    base = TrialConfig(device="cuda", fp16=False, workers=2, batch_size=8, max_batch_delay_ms=5)
+    measured = [
+        _Measured(config=c, rps=rps, failed=False)
+        for c, rps in [
+            (base, 200.0),
+            (TrialConfig(**{**base.as_dict(), "batch_size": 4}), 150.0),
+            (TrialConfig(**{**base.as_dict(), "workers": 1}), 120.0),
+        ]
+    ]
+    taken = {m.config for m in measured}
+    free = [c for c in sampler.candidates(space) if c not in taken]
+    pick = sampler.choose(study, space, measured, free)  # 3 measured: a local step
+    assert pick in _counterparts(base, space)
+    assert pick in free and space.contains(pick)
+    assert (pick.workers, pick.batch_size, pick.max_batch_delay_ms) == (2, 8, 5)
+    # Once one counterpart of the best is measured, a local step may move any setting.
+    more = [*measured, _Measured(config=pick, rps=100.0, failed=False)]
+    extra = TrialConfig(**{**base.as_dict(), "workers": 4})
+    more.append(_Measured(config=extra, rps=90.0, failed=False))
+    free = [c for c in free if c not in (pick, extra)]
+    nxt = sampler.choose(study, space, more, free)  # 5 measured: a local step again
+    assert nxt in free and space.contains(nxt)
 
 
 def test_workers_and_threads_that_fill_the_cores_alike_are_neighbours_for_the_model() -> None:

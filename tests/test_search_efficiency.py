@@ -247,7 +247,8 @@ def test_figures_on_the_tiny_landscape_are_pinned(tiny: Path) -> None:
     ours = report.method("ours")
     assert ours is not None
     assert ours.exported_share() == {"median": 1.0, "p10": 1.0, "worst": 1.0}
-    assert ours.reach[0.99].trials == (3, 3)  # the startup's cuda fp16 middle point: w1 b4
+    # the optimum is cuda fp16 w1 b4; the startup measures its middle point at two workers
+    assert ours.reach[0.99].trials == (6, 5)
     assert report.random_unbounded[0.99] == (11, 14)
 
 

@@ -20,8 +20,12 @@ waited for), so a batch-1 configuration stands for every delay.
   chosen on the tuning seeds of ``autotune.testing``'s landscape generator, only their common
   scale, a linear trend and the noise are fitted (by marginal likelihood, on a small grid).
   The next configuration is the one of highest expected improvement among all the unmeasured
-  ones; every second one is taken among the neighbours (one setting one step away, or workers
-  and threads traded) of the configurations of highest posterior mean. A device out of reach
+  ones; every second one is taken next to the configuration of highest posterior mean: its
+  deployment settings on another precision or graph mode of its device while none of those is
+  measured (what fp16 or TorchScript gains depends on the workers and batch: with one worker
+  the CPU part may hide it, with four the GPU is the bottleneck), else among the neighbours
+  (one setting one step away, or workers and threads traded) of the configurations of highest
+  posterior mean. A device out of reach
   (every trial on it that deployed missed the SLA by more than 2x already on the idle server,
   the stop rule's reasoning, while another device met the SLA) weighs 0.05. The first
   ``n_startup_trials`` trials (the enqueued ones included) are the middle points of each
@@ -68,6 +72,7 @@ _SCALES: Final = (0.5, 0.75, 1.0, 1.5)  # the fitted common factor of the length
 _NOISES: Final = (1e-2, 0.05, 0.15, 0.3, 0.6)  # the fitted noise variance (of standardised values)
 _LINEAR: tuple[float, ...] = (0.0, 0.1, 0.3)  # the fitted weight of a linear trend
 _LOCAL_EVERY: int = 2  # every n-th model trial looks only next to the best ones (0: never)
+_COUNTERPART: bool = True  # a local step measures the best one's settings on another backend
 _UCB_BETA: float = 0.0  # 0: expected improvement; else upper confidence bound mean + beta sd
 _P_MIN: Final = 0.02  # the lowest chance of being feasible the classifier gives
 _MAX_CANDIDATES: Final = 20_000
@@ -371,6 +376,14 @@ class SpaceSampler(optuna.samplers.BaseSampler):
             # Next to the configurations of highest posterior mean: one setting one step away.
             fitted = gp.predict(x)[0]
             index = {c: i for i, c in enumerate(free)}
+            if _COUNTERPART:
+                top = ok[int(np.argmax(fitted))].config
+                others = _counterparts(top, space)
+                done = {m.config for m in measured}
+                if not any(c in done for c in others):
+                    near = [index[c] for c in others if c in index]
+                    if near:
+                        return free[max(near, key=lambda i: ei[i] + jitter[i])]
             for j in np.argsort(-fitted)[:3]:
                 near = [index[c] for c in _neighbours(ok[int(j)].config, space) if c in index]
                 if near:
@@ -480,10 +493,28 @@ def _neighbours(config: TrialConfig, space: SearchSpace) -> list[TrialConfig]:
     return [_canonical(c, space) for c in out if space.contains(c)]
 
 
+def _counterparts(config: TrialConfig, space: SearchSpace) -> list[TrialConfig]:
+    """The same deployment settings on the other precisions and graph modes of its device."""
+    out: list[TrialConfig] = []
+    for b in space.backends:
+        if b.device != config.device:
+            continue
+        for ts, comp in space.graphs:
+            if (b.fp16, ts, comp) != (config.fp16, config.torchscript, config.compile):
+                c = TrialConfig(
+                    **{**config.as_dict(), "fp16": b.fp16, "torchscript": ts, "compile": comp}
+                )
+                if space.contains(c):
+                    out.append(_canonical(c, space))
+    return out
+
+
 def _design(space: SearchSpace, free: Sequence[TrialConfig]) -> TrialConfig | None:
     """A prior design point: the middle point of the first device and precision (fp16, fp32 on
-    cuda, then cpu) whose middle point is still free: the middle batch size, the lowest delay
-    above 0, eager, the fewest workers on cuda and the cores split between two workers on cpu.
+    cuda, then cpu) whose middle point is still free: the middle batch size, eager, two
+    workers (the second fewest), on cuda the middle delay above 0 (a batch fills at a moderate
+    rate only with time to gather), on cpu the lowest delay above 0 and the cores split
+    between the two workers.
     The seeds are corners (the default, the latency-first one); the middle points are where
     the model learns most, where a far corner would often miss the SLA or run out of memory.
     None when every middle point is taken."""
@@ -494,10 +525,13 @@ def _design(space: SearchSpace, free: Sequence[TrialConfig]) -> TrialConfig | No
         delays = space.max_batch_delay_ms[device]
         workers = space.workers[device]
         threads = [t for t in space.threads_per_worker if t > 0]
-        w = workers[0]
+        positive = [d for d in delays if d > 0] or list(delays)
+        delay = positive[0]
+        w = workers[min(1, len(workers) - 1)]
         t = 0
-        if device == "cpu":
-            w = workers[min(1, len(workers) - 1)]
+        if device == "cuda":
+            delay = positive[(len(positive) - 1) // 2]
+        else:
             cores = max([*threads, *workers]) if threads else 1
             t = min(threads, key=lambda v: abs(v * w - cores)) if threads else 0
         config = space.nearest(
@@ -506,7 +540,7 @@ def _design(space: SearchSpace, free: Sequence[TrialConfig]) -> TrialConfig | No
                 fp16=backend.fp16,
                 workers=w,
                 batch_size=batch[len(batch) // 2],
-                max_batch_delay_ms=next((d for d in delays if d > 0), delays[0]),
+                max_batch_delay_ms=delay,
                 threads_per_worker=t,
             )
         )
