@@ -117,7 +117,7 @@ def test_a_local_step_measures_the_best_settings_on_the_other_backends_first() -
     """fp16 at one worker may gain nothing (the CPU part hides it) and double four workers: the
     local step tries the best configuration's own settings on its device's other precisions
     and graph modes before it moves any setting, and never one measured or outside the space."""
-    from autotune.study._sampler import SpaceSampler, _counterparts, _Measured
+    from autotune.study._sampler import SpaceSampler, _counterparts, _Measured, _neighbours
 
     landscape, _ = generate("gpu_detector", 16)
     space = landscape.space
@@ -145,6 +145,7 @@ def test_a_local_step_measures_the_best_settings_on_the_other_backends_first() -
     free = [c for c in free if c not in (pick, extra)]
     nxt = sampler.choose(study, space, more, free)  # 5 measured: a local step again
     assert nxt in free and space.contains(nxt)
+    assert any(nxt in _neighbours(m.config, space) for m in more)  # next to a measured one
 
 
 def test_workers_and_threads_that_fill_the_cores_alike_are_neighbours_for_the_model() -> None:

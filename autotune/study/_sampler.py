@@ -373,7 +373,8 @@ class SpaceSampler(optuna.samplers.BaseSampler):
             incumbent = float(gp.predict(x)[0].max())
             ei = _expected_improvement(mean, sd, incumbent) * p_ok
         if _LOCAL_EVERY and len(measured) % _LOCAL_EVERY == 1:
-            # Next to the configurations of highest posterior mean: one setting one step away.
+            # Next to the configurations of highest posterior mean: first the best one's settings
+            # on its device's other backends (while none is measured), else one setting moved.
             fitted = gp.predict(x)[0]
             index = {c: i for i, c in enumerate(free)}
             if _COUNTERPART:

@@ -58,14 +58,14 @@ def test_goodput_of_a_one_at_a_time_server(servers: Servers) -> None:
     # (or of a lower one once that failed). No window that long passed at a higher rate.
     assert result.best in result.steps
     assert result.best.duration_s >= 6.0 - 0.1
+    # A pass by the step rule: decided, or undecided on >= 200 requests with <= 1 % over.
+    assert step_passes(result.best, max_errors=0, min_samples=200)
     long_passes = [
         s
         for s in result.steps
         if s.duration_s >= 6.0 - 0.1 and step_passes(s, max_errors=0, min_samples=200)
     ]
     assert max(s.offered_rps for s in long_passes) == result.goodput_rps
-    # A pass by the step rule: decided, or undecided on >= 200 requests with <= 1 % over.
-    assert step_passes(result.best, max_errors=0, min_samples=200)
     assert elapsed < 60
 
 
