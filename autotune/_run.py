@@ -77,6 +77,7 @@ class RunSettings:
     confirm_top_k: int = 3
     confirm_repeats: int = 2
     wait_for_host: bool = True
+    server_warmup_s: float = 30.0  # load before the first trial on a newly started server
 
     def __post_init__(self) -> None:
         if self.confirm_top_k < 0:
@@ -88,6 +89,13 @@ class RunSettings:
         ):
             raise ConfigError(
                 f"--sla-ms must be a positive number of milliseconds, got {self.sla_ms!r}"
+            )
+        if not (isinstance(self.server_warmup_s, int | float) and self.server_warmup_s >= 0) or (
+            not math.isfinite(self.server_warmup_s)
+        ):
+            raise ConfigError(
+                "--server-warmup-s must be 0 (off) or a positive number of seconds, "
+                f"got {self.server_warmup_s!r}"
             )
         if self.n_trials is not None and self.n_trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {self.n_trials}")
@@ -211,6 +219,7 @@ def prepare(settings: RunSettings) -> Prepared:
         load_settings=settings.load,
         handler_extra=handler_extra,
         response_timeout_s=settings.response_timeout_s,
+        server_warmup_s=settings.server_warmup_s,
     )
     try:
         # The model check starts TorchServe and sends requests: a measurement of the host's

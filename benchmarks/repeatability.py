@@ -271,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify-s", type=float, default=None, help="0: no verification")
     parser.add_argument("--step-warmup-s", type=float, default=None)
     parser.add_argument(
+        "--server-warmup-s",
+        type=float,
+        default=None,
+        help="load before the first repeat (default: autotune run's, 30 s)",
+    )
+    parser.add_argument(
         "--autogroup-nice",
         type=int,
         default=None,
@@ -317,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         storage=f"sqlite:///{workdir / 'unused.db'}",
         workdir=workdir,
         load=load,
+        **({"server_warmup_s": args.server_warmup_s} if args.server_warmup_s is not None else {}),
     )
     # Starting a JVM takes seconds of CPU: not while another run measures.
     with HostLock(study="repeatability", on_wait=_say_wait):
@@ -388,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "sla_ms": args.sla_ms,
         "repeats": args.repeats,
         "settings": dataclasses.asdict(load),
+        "server_warmup_s": prepared.evaluator.server_warmup_s,
         "goodput_median_rps": statistics.median(goodputs),
         "goodput_spread": _spread(goodputs),
         "goodput_cv": _cv(goodputs),

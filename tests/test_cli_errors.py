@@ -75,6 +75,8 @@ def digest(path: Path) -> str:
         (["--sla-ms", "100", "--input", "missing.jpg"], "no such file"),
         (["--sla-ms", "100", "--trials", "0"], "--trials must be at least 1"),
         (["--sla-ms", "100", "--sampler", "grid"], "unknown --sampler"),
+        (["--sla-ms", "100", "--server-warmup-s", "-1"], "--server-warmup-s must be 0 (off)"),
+        (["--sla-ms", "100", "--server-warmup-s", "inf"], "--server-warmup-s must be 0 (off)"),
     ],
 )
 def test_bad_flags(tmp_path: Path, stored: tuple[str, Path], args: list[str], needle: str) -> None:

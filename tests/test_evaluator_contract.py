@@ -61,6 +61,7 @@ def test_torchserve_evaluator_keeps_the_contract(tmp_path: Path) -> None:
         storage=f"sqlite:///{tmp_path / 'study.db'}",
         workdir=tmp_path / "work",
         load=GoodputSettings(step_max_s=2.0, max_steps=3, time_budget_s=15.0),
+        server_warmup_s=2.0,
     )
     evaluator = prepare(settings).evaluator  # the one autotune run measures with
     configs = [
@@ -76,3 +77,7 @@ def test_torchserve_evaluator_keeps_the_contract(tmp_path: Path) -> None:
     finally:
         evaluator.close()
     assert all(r.verdict in ("feasible", "over_sla") for r in results)
+    # The first trial on the newly started server warmed it (a closed loop, not measured);
+    # the later trials on the same server did not.
+    (warmup,) = evaluator.warmups
+    assert warmup.concurrency == 32 and warmup.completed > 0 and warmup.duration_s >= 1.9

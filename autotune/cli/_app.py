@@ -103,6 +103,14 @@ def run(
     repeats: Annotated[
         int, typer.Option("--repeats", help="Measurements of each confirmed configuration.")
     ] = 2,
+    server_warmup_s: Annotated[
+        float,
+        typer.Option(
+            "--server-warmup-s",
+            help="Seconds of load before the first trial on a newly started TorchServe, not "
+            "measured: its frontend runs slower over its first minute of load (0: off).",
+        ),
+    ] = 30.0,
     no_wait: Annotated[
         bool,
         typer.Option(
@@ -146,6 +154,7 @@ def run(
         confirm_top_k=confirm,
         confirm_repeats=repeats,
         wait_for_host=not no_wait,
+        server_warmup_s=server_warmup_s,
     )
     run_with_progress(settings, Console(highlight=False))
 

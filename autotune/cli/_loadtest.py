@@ -47,8 +47,13 @@ def loadtest(
     ] = None,
     duration: Annotated[float, typer.Option("--duration", help="Measured seconds.")] = 10.0,
     warmup: Annotated[
-        float, typer.Option("--warmup", help="Seconds of load sent first, not measured.")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--warmup",
+            help="Seconds of load sent first, not measured (default 1; with --goodput 0: a "
+            "closed loop first, as autotune run warms a newly started TorchServe for 30 s).",
+        ),
+    ] = None,
     input: Annotated[
         Path | None, typer.Option("--input", help="File whose bytes are sent as the body.")
     ] = None,
@@ -93,6 +98,8 @@ def loadtest(
     stalls show in P99. Closed loop (--concurrency) is Apache Bench's model. --sla-ms X --goodput
     searches the highest rate served with P99 <= X and no errors.
     """
+    if warmup is None:
+        warmup = 0.0 if goodput else 1.0
     _check_flags(rate, concurrency, duration, warmup, sla_ms, goodput, timeout, step_s)
     payload = _read_input(input)
     try:
@@ -174,6 +181,12 @@ def _measure(
                 if status is not None:
                     status.update(f"{_step_line(step)}; searching the goodput of {url}")
 
+            if warmup > 0:
+                run_sync(
+                    run_closed_loop(
+                        target, concurrency=settings.capacity_concurrency, duration_s=warmup
+                    )
+                )
             found = run_sync(
                 find_goodput(target, sla_ms=sla_ms, settings=settings, on_step=on_step)
             )

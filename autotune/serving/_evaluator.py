@@ -23,6 +23,7 @@ from autotune.loadgen import (
     LoadResult,
     Target,
     find_goodput,
+    run_closed_loop,
     run_sync,
 )
 from autotune.serving._answers import answer_difference
@@ -148,6 +149,7 @@ class TorchServeEvaluator:
         handler_extra: Mapping[str, Any] | None = None,
         response_timeout_s: int | None = None,
         startup_timeout_s: int = 300,
+        server_warmup_s: float = 0.0,
     ) -> None:
         self.archive = archive
         self.knobs = knobs
@@ -159,6 +161,10 @@ class TorchServeEvaluator:
         self.handler_extra = dict(handler_extra or {})
         self.response_timeout_s = response_timeout_s
         self.startup_timeout_s = startup_timeout_s
+        self.server_warmup_s = server_warmup_s
+        self._warmed: TorchServe | None = None  # the server the warm-up load ran on
+        self.warmups: list[LoadResult] = []
+        """The warm-up loads run so far (one per server started), for benchmarks and tests."""
         self.model_name = archive.model_name
         self.store = archive.directory.parent
         self.reference: bytes | None = None
@@ -319,12 +325,30 @@ class TorchServeEvaluator:
             if time.monotonic() - started < _COMPILE_WARM_S:
                 return
 
+    def _warm_server(self, target: Target) -> None:
+        """The first trial on a newly started server first drives it for ``server_warmup_s``
+        (closed loop, not measured): its frontend's JVM is cold and compiles its hot paths under
+        the first minute of load, so the first trials would be measured on a slower server."""
+        server = self._server
+        if self.server_warmup_s <= 0 or server is None or server is self._warmed:
+            return
+        warmup = run_sync(
+            run_closed_loop(
+                target,
+                concurrency=self.load_settings.capacity_concurrency,
+                duration_s=self.server_warmup_s,
+            )
+        )
+        self.warmups.append(warmup)
+        self._warmed = server
+
     def evaluate(self, config: TrialConfig) -> TrialResult:
         started = time.monotonic()
         self.last_goodput = None
         try:
             with self.deployed(config) as target:
                 self._check_answers(target, config)
+                self._warm_server(target)
                 deploy_s = time.monotonic() - started
                 goodput = run_sync(
                     find_goodput(target, sla_ms=self.sla_ms, settings=self.load_settings)
