@@ -65,7 +65,7 @@ def tune(cwd: Path, archive: Path, payload: Path, *extra: str) -> Run:
     proc = autotune(
         "run", "--model", str(archive), "--input", str(payload), "--sla-ms", str(SLA_MS),
         "--trials", str(TRIALS), "--step-s", "2", "--trial-budget-s", "30", "--confirm", "0",
-        "--seed", "1",
+        "--seed", "1", "--server-warmup-s", "2",
         "--space", "space.yaml", "--storage", storage, "--study", "it", *extra,
         cwd=cwd,
     )  # fmt: skip

@@ -29,6 +29,13 @@ def test_the_default_load_fits_fast_models(monkeypatch: pytest.MonkeyPatch, tmp_
     assert load.capacity_concurrency == 32 and load.undecided_min_samples == 200
 
 
+def test_a_new_server_is_warmed_for_30_s_unless_told(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert captured(monkeypatch, tmp_path).server_warmup_s == 30.0
+    assert captured(monkeypatch, tmp_path, "--server-warmup-s", "0").server_warmup_s == 0.0
+
+
 def test_slow_model_takes_the_slow_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

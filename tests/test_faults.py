@@ -41,7 +41,7 @@ def run_args(tmp_path: Path, *, trials: int, batch: str = "1, 2", study: str = "
         sys.executable, "-m", "autotune", "run", "--model", str(HANDLER), "--input", str(SAMPLE),
         "--sla-ms", "100", "--trials", str(trials), "--space", str(space),
         "--storage", f"sqlite:///{tmp_path / 'f.db'}", "--study", study, "--step-s", "2",
-        "--trial-budget-s", "20",
+        "--trial-budget-s", "20", "--server-warmup-s", "2",
         "--sampler", "random", "--seed", "0", "--confirm", "0",
     ]  # fmt: skip
 

@@ -41,7 +41,7 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
             sys.executable, "-m", "autotune", "run", "--model", str(HANDLER),
             "--input", str(sample), "--sla-ms", "100", "--trials", str(TRIALS),
             "--storage", url, "--study", "shared", "--step-s", "2", "--trial-budget-s", "20",
-            "--confirm", "0",
+            "--server-warmup-s", "2", "--confirm", "0",
         ]  # fmt: skip
         workers = [
             subprocess.Popen(

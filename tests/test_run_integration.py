@@ -59,7 +59,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
     args = (
         "run", "--model", "quick", "--sla-ms", "100", "--trials", str(TRIALS),
         "--storage", storage, "--study", STUDY, "--seed", "1", "--step-s", "2",
-        "--confirm", "2", "--repeats", "1",
+        "--confirm", "2", "--repeats", "1", "--server-warmup-s", "5",
     )  # fmt: skip
     proc = autotune(*args, cwd=cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

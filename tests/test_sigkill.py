@@ -40,7 +40,7 @@ def test_sigkill_of_a_run_mid_trial_leaves_no_server_or_worker(
     run = subprocess.Popen(
         [sys.executable, "-m", "autotune", "run", "--model", "quick", "--sla-ms", "100",
          "--trials", "3", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--study", "k",
-         "--step-s", "2", "--workdir", str(tmp_path / "work")],
+         "--step-s", "2", "--server-warmup-s", "2", "--workdir", str(tmp_path / "work")],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, env=dict(os.environ),
     )  # fmt: skip
     try:

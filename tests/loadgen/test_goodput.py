@@ -35,7 +35,9 @@ def test_goodput_of_a_one_at_a_time_server(servers: Servers) -> None:
         find_goodput(
             Target(url=servers.url("/serial?service_ms=10")),
             sla_ms=100,
-            settings=GoodputSettings(verify_s=6.0, step_warmup_s=0.5),  # both opt in
+            # both opt in; a budget that leaves room for the verification (when the budget ends
+            # first, the best shorter pass stands, as documented: seen in CI at 41 s of 45)
+            settings=GoodputSettings(verify_s=6.0, step_warmup_s=0.5, time_budget_s=90.0),
             on_step=seen.append,
         )
     )
@@ -66,7 +68,7 @@ def test_goodput_of_a_one_at_a_time_server(servers: Servers) -> None:
         if s.duration_s >= 6.0 - 0.1 and step_passes(s, max_errors=0, min_samples=200)
     ]
     assert max(s.offered_rps for s in long_passes) == result.goodput_rps
-    assert elapsed < 60
+    assert elapsed < 100
 
 
 @pytest.mark.slow
