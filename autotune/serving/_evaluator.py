@@ -325,19 +325,21 @@ class TorchServeEvaluator:
             if time.monotonic() - started < _COMPILE_WARM_S:
                 return
 
-    def _warm_server(self, target: Target) -> None:
+    def _warm_server(self, target: Target, config: TrialConfig) -> None:
         """The first trial on a newly started server first drives it for ``server_warmup_s``
-        (closed loop, not measured): its frontend's JVM is cold and compiles its hot paths under
-        the first minute of load, so the first trials would be measured on a slower server."""
+        (closed loop, not measured): its frontend serves less over its first minute of load, so
+        the first trials would be measured on a slower server. Two full batches per worker are
+        kept in flight (at most the capacity probe's clients): enough to keep every worker busy,
+        and what is still in flight when it ends is answered within two batches' time (32
+        clients on a detector of 5 s a request would leave minutes of queue)."""
         server = self._server
         if self.server_warmup_s <= 0 or server is None or server is self._warmed:
             return
+        clients = min(
+            self.load_settings.capacity_concurrency, 2 * config.workers * config.batch_size
+        )
         warmup = run_sync(
-            run_closed_loop(
-                target,
-                concurrency=self.load_settings.capacity_concurrency,
-                duration_s=self.server_warmup_s,
-            )
+            run_closed_loop(target, concurrency=max(1, clients), duration_s=self.server_warmup_s)
         )
         self.warmups.append(warmup)
         self._warmed = server
@@ -348,7 +350,7 @@ class TorchServeEvaluator:
         try:
             with self.deployed(config) as target:
                 self._check_answers(target, config)
-                self._warm_server(target)
+                self._warm_server(target, config)
                 deploy_s = time.monotonic() - started
                 goodput = run_sync(
                     find_goodput(target, sla_ms=self.sla_ms, settings=self.load_settings)
