@@ -181,8 +181,9 @@ def _measure(
                 if status is not None:
                     status.update(f"{_step_line(step)}; searching the goodput of {url}")
 
+            warmed = None
             if warmup > 0:
-                run_sync(
+                warmed = run_sync(
                     run_closed_loop(
                         target, concurrency=settings.capacity_concurrency, duration_s=warmup
                     )
@@ -190,7 +191,10 @@ def _measure(
             found = run_sync(
                 find_goodput(target, sla_ms=sla_ms, settings=settings, on_step=on_step)
             )
-        return goodput_report(found)
+        report = goodput_report(found)
+        if warmed is not None:  # what was sent first, not measured
+            report["warmup"] = run_report(warmed)
+        return report
     else:
         what = f"{rate:g} req/s" if rate is not None else f"concurrency {concurrency or 1}"
         with _spinner(err, f"loading {url} at {what} for {warmup + duration:g} s", json_output):
@@ -245,6 +249,12 @@ def render_table(report: dict[str, Any]) -> Table:
         table.add_row("idle latency", _ms(report["idle_latency_ms"]))
         table.add_row("steps", ", ".join(_step_text(s) for s in report["steps"]) or "-")
         table.add_row("requests sent", f"{report['requests']:,}")
+        if isinstance(warm := report.get("warmup"), dict):
+            table.add_row(
+                "warm-up first",
+                f"{warm['sent']:,} requests in {warm['duration_s']:.0f} s, closed loop "
+                f"x{warm['concurrency']}, not measured",
+            )
     mode = report.get("mode")
     if mode is not None:
         loop = "open loop" if mode == "open" else f"closed loop x{report['concurrency']}"

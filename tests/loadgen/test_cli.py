@@ -95,6 +95,20 @@ def test_goodput_of_a_slow_server_in_json(servers: Servers) -> None:
     assert isinstance(report["p50_ms"], float) and report["p50_ms"] > 250
 
 
+def test_goodput_after_a_warmup_reports_what_the_warmup_sent(servers: Servers) -> None:
+    url = servers.url("/sleep?ms=300")
+    report = _json([url, "--sla-ms", "100", "--goodput", "--warmup", "1", "--json"])
+    assert report["verdict"] == "over_sla_idle"  # the search itself is unchanged
+    warmup = report["warmup"]
+    assert warmup["mode"] == "closed" and warmup["concurrency"] == 32
+    assert warmup["completed"] >= 32 and warmup["duration_s"] >= 0.9
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(render_table(report))
+    assert "warm-up first" in console.file.getvalue()  # type: ignore[attr-defined]
+    plain = _json([url, "--sla-ms", "100", "--goodput", "--json"])
+    assert "warmup" not in plain  # with --goodput the default is no warm-up
+
+
 def test_table_output(servers: Servers) -> None:
     result = runner.invoke(app, ["loadtest", servers.url("/ok"), "--rate", "100",
                                  "--duration", "0.5", "--sla-ms", "500"])  # fmt: skip
