@@ -412,7 +412,8 @@ class _Search:
 
     async def _verify(self, best: LoadResult, steps: list[LoadResult]) -> LoadResult | None:
         """The goodput rests on a window of at least ``verify_s`` that passed: the best passing
-        rate is measured again for that long (no pass before its end). A failure rejects the
+        rate is measured again for that long (no pass before its end), unless a window that
+        long passed at that rate already. A failure rejects the
         rate, and the next candidate is the highest rate that passed below it, but no lower
         than ``1 + 2 * rel_precision`` times below it (that rate itself when none passed there);
         it is verified the same way, while the time budget lasts. When it ends before a
@@ -421,6 +422,13 @@ class _Search:
         s = self.s
         rate, rejected = best.offered_rps, math.inf
         for k in itertools.count():
+            done = [
+                st
+                for st in steps
+                if st.offered_rps == rate and st.duration_s >= s.verify_s and self._passes(st)
+            ]
+            if done:  # a window that long passed at this rate already
+                return done[-1]
             duration_s = self._verify_duration_s(rate)
             if not self._fits(duration_s):
                 break
