@@ -166,6 +166,7 @@ PUBLIC: dict[str, list[str]] = {
         "free_port",
         "get_model",
         "host_dir",
+        "inference_key",
         "inspect_handler",
         "model_config",
         "model_source",

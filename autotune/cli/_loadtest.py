@@ -30,7 +30,7 @@ from autotune.loadgen import (
     run_open_loop,
     run_sync,
 )
-from autotune.serving import ChildRecord, Holder, HostLock
+from autotune.serving import ChildRecord, Holder, HostLock, inference_key
 
 
 def loadtest(
@@ -72,6 +72,14 @@ def loadtest(
         list[str] | None,
         typer.Option("--header", "-H", help="Extra request header 'Name: value' (repeatable)."),
     ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            help="TorchServe's key_file.json (token authorisation on): sends its inference key "
+            "as 'Authorization: Bearer KEY'.",
+        ),
+    ] = None,
     method: Annotated[
         str | None, typer.Option(help="HTTP method (default: POST with --input, else GET).")
     ] = None,
@@ -102,11 +110,14 @@ def loadtest(
         warmup = 0.0 if goodput else 1.0
     _check_flags(rate, concurrency, duration, warmup, sla_ms, goodput, timeout, step_s)
     payload = _read_input(input)
+    headers = _parse_headers(header or [])
+    if key_file is not None:
+        headers["Authorization"] = f"Bearer {inference_key(key_file)}"
     try:
         target = Target(
             url=url,
             payload=payload,
-            headers=_parse_headers(header or []),
+            headers=headers,
             timeout_s=timeout,
             method=(method or ("POST" if input is not None else "GET")).upper(),
         )
@@ -120,6 +131,7 @@ def loadtest(
             seed=seed, step_s=step_s, json_output=json_output,
         )  # fmt: skip
     report = {"url": url, **report}
+    _check_authorised(url, report, keyed=key_file is not None)
     if json_output:
         print(json.dumps(report, allow_nan=False))
         return
@@ -332,6 +344,23 @@ def _check_flags(
     for ok, message in checks:
         if not ok:
             raise typer.BadParameter(message)
+
+
+def _check_authorised(url: str, report: dict[str, Any], *, keyed: bool) -> None:
+    """Every request refused with HTTP 400 or 401 and none answered: most likely TorchServe's
+    token authorisation (it answers a missing or wrong key with 400), not a figure to report."""
+    kinds = report.get("errors_by_kind") or {}
+    if report.get("completed") or not kinds or set(kinds) - {"http_400", "http_401"}:
+        return
+    codes = "/".join(k.removeprefix("http_") for k in sorted(kinds))
+    fix = (
+        "check that --key-file is the key_file.json of the server running now, and --input"
+        if keyed
+        else "a TorchServe with token authorisation on (every autotune export) needs its key: "
+        "pass --key-file with the key_file.json it wrote in the folder it was started from "
+        "(or -H 'Authorization: Bearer KEY'); else check --input"
+    )
+    raise LoadTestError(f"{url} refused every request (HTTP {codes}): {fix}")
 
 
 def _read_input(path: Path | None) -> bytes:

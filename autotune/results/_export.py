@@ -335,6 +335,9 @@ def _header(
         + ("env $(grep -v '^#' torchserve.env) " if env else "")
         + "torchserve --start --ncs --ts-config <this file>",
         "token authorisation is on: the keys are in key_file.json in the folder it starts in",
+        f"measure it: autotune loadtest --goodput --sla-ms {f'{sla:g}' if sla else 'SLA'} "
+        "--warmup 30 --key-file key_file.json --input INPUT "
+        "<inference_address>/predictions/<model>",
         "model-config.yaml in the archive holds the same workers/batch values (it wins)",
     ]
     if config.max_batch_delay_ms <= 0:

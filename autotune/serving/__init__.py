@@ -73,6 +73,7 @@ from autotune.serving._server import (
     ServerSettings,
     TorchServe,
     free_port,
+    inference_key,
     stop_all,
     torchserve_executable,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "free_port",
     "get_model",
     "host_dir",
+    "inference_key",
     "inspect_handler",
     "model_config",
     "model_source",

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from autotune._errors import DeploymentError, ServerError
+from autotune._errors import ConfigError, DeploymentError, ServerError
 from autotune.serving._java import find_java_home
 from autotune.serving._process import ChildProcess, find_executable, wait_until
 from autotune.serving._properties import Addresses, render_properties, server_properties
@@ -368,6 +368,26 @@ def _read_keys(path: Path) -> dict[str, str]:
         return {kind: str(data[kind]["key"]) for kind in ("inference", "management")}
     except (ValueError, KeyError, TypeError):
         return {}
+
+
+def inference_key(path: Path) -> str:
+    """The inference token of a key file TorchServe wrote (``key_file.json``, in the folder it
+    was started from, while token authorisation is on): what a client sends as
+    ``Authorization: Bearer <key>``."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc.strerror or exc}") from exc
+    except ValueError:
+        data = None
+    section = data.get("inference") if isinstance(data, dict) else None
+    key = section.get("key") if isinstance(section, dict) else None
+    if not isinstance(key, str) or not key:
+        raise ConfigError(
+            f"{path} is not a TorchServe key file (no inference key): give the {KEY_FILE} "
+            "TorchServe wrote in the folder it was started from"
+        )
+    return key
 
 
 def _message(body: bytes) -> str:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from autotune._errors import LoadTestError
+from autotune._errors import ConfigError, LoadTestError
 from autotune.cli._loadtest import loadtest, render_table
 
 if TYPE_CHECKING:
@@ -168,3 +168,43 @@ def test_json_stays_strict_when_nothing_succeeds(servers: Servers) -> None:
     assert report["completed"] == 0
     assert report["p99_ms"] is None
     assert report["errors_by_kind"] == {"http_500": report["errors"]}
+
+
+def test_key_file_sends_torchserves_inference_key(servers: Servers, tmp_path: Path) -> None:
+    key_file = tmp_path / "key_file.json"  # the form TorchServe writes
+    key_file.write_text(json.dumps({"management": {"key": "other"}, "inference": {"key": "token"}}))
+    report = _json([servers.url("/auth"), "--concurrency", "2", "--duration", "0.5",
+                    "--key-file", str(key_file), "--json"])  # fmt: skip
+    assert report["errors"] == 0 and report["completed"] > 0
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "extra"),
+    [("/auth", "401", []), ("/auth", "401", ["--goodput", "--sla-ms", "100", "--step-s", "1"]),
+     ("/status/400", "400", [])],  # TorchServe answers a missing or wrong key with 400
+)  # fmt: skip
+def test_every_request_refused_as_unauthorised_names_the_key_file(
+    servers: Servers, path: str, code: str, extra: list[str]
+) -> None:
+    args = [servers.url(path), "--duration", "0.5", "--json", *extra]
+    result = runner.invoke(app, ["loadtest", *args])
+    assert isinstance(result.exception, LoadTestError), result.output
+    message = str(result.exception)
+    assert f"HTTP {code}" in message and "--key-file" in message and "key_file.json" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read the key file"), ("{}", "not a TorchServe key file"),
+     ("not json", "not a TorchServe key file"),
+     ('{"inference": "token"}', "not a TorchServe key file")],
+)  # fmt: skip
+def test_a_bad_key_file_is_one_config_error(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    key_file = tmp_path / "key_file.json"
+    if content is not None:
+        key_file.write_text(content)
+    result = runner.invoke(app, ["loadtest", "http://127.0.0.1:9/", "--key-file", str(key_file)])
+    assert isinstance(result.exception, ConfigError)
+    assert message in str(result.exception) and str(key_file) in str(result.exception)
