@@ -128,7 +128,7 @@ def loadtest(
         report = _measure(
             url, target, err, goodput=goodput, sla_ms=sla_ms, rate=rate,
             concurrency=concurrency, duration=duration, warmup=warmup, arrival=arrival,
-            seed=seed, step_s=step_s, json_output=json_output,
+            seed=seed, step_s=step_s, json_output=json_output, keyed=key_file is not None,
         )  # fmt: skip
     report = {"url": url, **report}
     _check_authorised(url, report, keyed=key_file is not None)
@@ -181,6 +181,7 @@ def _measure(
     seed: int,
     step_s: float | None,
     json_output: bool,
+    keyed: bool,
 ) -> dict[str, Any]:
     if goodput:
         assert sla_ms is not None
@@ -200,6 +201,7 @@ def _measure(
                         target, concurrency=settings.capacity_concurrency, duration_s=warmup
                     )
                 )
+                _check_authorised(url, run_report(warmed), keyed=keyed)  # before the search
             found = run_sync(
                 find_goodput(target, sla_ms=sla_ms, settings=settings, on_step=on_step)
             )

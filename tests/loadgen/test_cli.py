@@ -181,6 +181,7 @@ def test_key_file_sends_torchserves_inference_key(servers: Servers, tmp_path: Pa
 @pytest.mark.parametrize(
     ("path", "code", "extra"),
     [("/auth", "401", []), ("/auth", "401", ["--goodput", "--sla-ms", "100", "--step-s", "1"]),
+     ("/auth", "401", ["--goodput", "--sla-ms", "100", "--warmup", "0.5"]),
      ("/status/400", "400", [])],  # TorchServe answers a missing or wrong key with 400
 )  # fmt: skip
 def test_every_request_refused_as_unauthorised_names_the_key_file(
