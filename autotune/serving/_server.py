@@ -360,14 +360,27 @@ class _PortTakenError(ServerError):
     pass
 
 
+def _keys_in(text: str) -> dict[str, str]:
+    """The tokens of a key file's text, by kind (``inference``, ``management``); only the kinds
+    that hold a non-empty key (none for a file that is not one, or not yet written whole)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    keys: dict[str, str] = {}
+    for kind in ("inference", "management"):
+        section = data.get(kind) if isinstance(data, dict) else None
+        key = section.get("key") if isinstance(section, dict) else None
+        if isinstance(key, str) and key:
+            keys[kind] = key
+    return keys
+
+
 def _read_keys(path: Path) -> dict[str, str]:
     """The tokens of the key file; empty while TorchServe is still writing it."""
     os.chmod(path, 0o600)
-    try:
-        data = json.loads(path.read_text())
-        return {kind: str(data[kind]["key"]) for kind in ("inference", "management")}
-    except (ValueError, KeyError, TypeError):
-        return {}
+    keys = _keys_in(path.read_text())
+    return keys if len(keys) == 2 else {}
 
 
 def inference_key(path: Path) -> str:
@@ -375,14 +388,11 @@ def inference_key(path: Path) -> str:
     was started from, while token authorisation is on): what a client sends as
     ``Authorization: Bearer <key>``."""
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the key file {path}: {exc.strerror or exc}") from exc
-    except ValueError:
-        data = None
-    section = data.get("inference") if isinstance(data, dict) else None
-    key = section.get("key") if isinstance(section, dict) else None
-    if not isinstance(key, str) or not key:
+    key = _keys_in(text).get("inference")
+    if key is None:
         raise ConfigError(
             f"{path} is not a TorchServe key file (no inference key): give the {KEY_FILE} "
             "TorchServe wrote in the folder it was started from"

@@ -181,7 +181,6 @@ def test_key_file_sends_torchserves_inference_key(servers: Servers, tmp_path: Pa
 @pytest.mark.parametrize(
     ("path", "code", "extra"),
     [("/auth", "401", []), ("/auth", "401", ["--goodput", "--sla-ms", "100", "--step-s", "1"]),
-     ("/auth", "401", ["--goodput", "--sla-ms", "100", "--warmup", "0.5"]),
      ("/status/400", "400", [])],  # TorchServe answers a missing or wrong key with 400
 )  # fmt: skip
 def test_every_request_refused_as_unauthorised_names_the_key_file(
@@ -192,6 +191,20 @@ def test_every_request_refused_as_unauthorised_names_the_key_file(
     assert isinstance(result.exception, LoadTestError), result.output
     message = str(result.exception)
     assert f"HTTP {code}" in message and "--key-file" in message and "key_file.json" in message
+
+
+def test_a_warmup_refused_as_unauthorised_stops_before_the_search(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_search(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the goodput search ran after a refused warm-up")
+
+    monkeypatch.setattr("autotune.cli._loadtest.find_goodput", no_search)
+    args = [servers.url("/auth"), "--goodput", "--sla-ms", "100", "--warmup", "0.5", "--json"]
+    result = runner.invoke(app, ["loadtest", *args])
+    assert isinstance(result.exception, LoadTestError), result.output
+    message = str(result.exception)
+    assert "HTTP 401" in message and "--key-file" in message and "key_file.json" in message
 
 
 @pytest.mark.parametrize(
