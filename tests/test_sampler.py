@@ -183,3 +183,59 @@ def test_a_device_out_of_reach_is_left_once_another_meets_the_sla() -> None:
     assert list(_reach([fast, slow_cpu], free)) == [1.0, pytest.approx(0.05)]
     assert list(_reach([fast, near_cpu], free)) == [1.0, 1.0]  # threads might close 1.5x
     assert list(_reach([slow_cpu], free)) == [1.0, 1.0]  # nothing met the SLA: no judgement
+
+
+def test_a_backend_that_fails_where_its_counterpart_deploys_is_left() -> None:
+    """TorchScript that cannot script the model fails on every configuration: once a
+    TorchScript deployment failed where the same settings deployed eager (and none of it
+    worked), TorchScript weighs little; a failure that eager shares (a memory cliff) is no
+    sign, nor is one TorchScript trial that worked."""
+    from autotune.study._sampler import _broken, _Measured
+
+    landscape, _ = generate("cpu_classifier", 1001)
+    space = landscape.space
+    assert (True, False) in space.graphs
+    eager = TrialConfig(device="cpu", workers=2, batch_size=8, max_batch_delay_ms=2,
+                        threads_per_worker=8)  # fmt: skip
+    ts = TrialConfig(**{**eager.as_dict(), "torchscript": True})
+    free = [
+        TrialConfig(**{**eager.as_dict(), "workers": 4}),
+        TrialConfig(**{**ts.as_dict(), "workers": 4}),
+    ]
+    deployed = _Measured(config=eager, rps=100.0, failed=False)
+    over_sla = _Measured(config=eager, rps=0.0, failed=False)  # deployed, too slow
+    failed_ts = _Measured(config=ts, rps=0.0, failed=True)
+    failed_eager = _Measured(config=eager, rps=0.0, failed=True)
+    worked_ts = _Measured(config=free[1], rps=50.0, failed=False)
+    assert list(_broken([deployed, failed_ts], free, space)) == [1.0, pytest.approx(0.05)]
+    assert list(_broken([over_sla, failed_ts], free, space)) == [1.0, pytest.approx(0.05)]
+    assert list(_broken([failed_eager, failed_ts], free, space)) == [1.0, 1.0]
+    assert list(_broken([failed_ts], free, space)) == [1.0, 1.0]
+    assert list(_broken([deployed, failed_ts, worked_ts], free, space)) == [1.0, 1.0]
+
+
+def test_a_search_on_a_model_torchscript_cannot_script_stops_trying_it() -> None:
+    """The held-out landscape 1001 of the CPU classifier fails every TorchScript deployment:
+    the search (30 trials, noise CV 0.15, as the benchmark runs it) deploys TorchScript a few
+    times, not once per new best configuration (11-13 times in 30 before, for these seeds)."""
+    landscape, profile = generate("cpu_classifier", 1001)
+    assert profile.broken_graph == "torchscript"
+    tried = []
+    for seed in range(3):
+        study = optuna.create_study(
+            sampler=make_sampler("gp", seed=seed, n_startup_trials=4, space=landscape.space),
+            direction="maximize",
+        )
+        enqueue_seeds(study, landscape.space, landscape.hardware())
+        evaluator = TableEvaluator(landscape, sla_ms=profile.sla_ms, noise_cv=0.15, seed=seed)
+        Tuner(
+            study=study,
+            space=landscape.space,
+            evaluator=evaluator,
+            sla_ms=profile.sla_ms,
+            stop_rule=StopRule(),
+        ).run(n_trials=30, timeout_s=None)
+        configs = [TrialConfig.from_dict(t.user_attrs[A.CONFIG]) for t in study.trials]
+        assert len(configs) == 30
+        tried.append(sum(c.torchscript for c in configs))
+    assert max(tried) <= 8, tried

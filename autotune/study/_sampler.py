@@ -25,9 +25,13 @@ waited for), so a batch-1 configuration stands for every delay.
   measured (what fp16 or TorchScript gains depends on the workers and batch: with one worker
   the CPU part may hide it, with four the GPU is the bottleneck), else among the neighbours
   (one setting one step away, or workers and threads traded) of the configurations of highest
-  posterior mean. A device out of reach
+  posterior mean; a local step takes no configuration the classifier gives less than an even
+  chance of being feasible (it measured TorchScript again after each new best, when the model
+  cannot be scripted). A device out of reach
   (every trial on it that deployed missed the SLA by more than 2x already on the idle server,
-  the stop rule's reasoning, while another device met the SLA) weighs 0.05. The first
+  the stop rule's reasoning, while another device met the SLA) weighs 0.05, and so does a
+  backend that never deployed while one of its failures deployed on another backend of the
+  device (a model TorchScript cannot script; a memory cliff fails on every backend). The first
   ``n_startup_trials`` trials (the enqueued ones included) are the middle points of each
   device and precision (cuda fp16, cuda fp32, cpu) instead.
 * ``tpe``: Optuna's ``TPESampler`` on the encoded form of the space (``backend``,
@@ -78,6 +82,8 @@ _P_MIN: Final = 0.02  # the lowest chance of being feasible the classifier gives
 _MAX_CANDIDATES: Final = 20_000
 _HOPELESS: float = 2.0  # as StopRule.factor
 _HOPELESS_WEIGHT: float = 0.05
+_BROKEN_WEIGHT: float = 0.05  # a backend that failed where its counterpart deployed
+_LOCAL_P_OK: float = 0.5  # a local step takes no configuration less likely feasible
 
 
 def _canonical(config: TrialConfig, space: SearchSpace) -> TrialConfig:
@@ -358,7 +364,7 @@ class SpaceSampler(optuna.samplers.BaseSampler):
             out = np.array([float(m.rps <= 0) for m in measured])
             out_gp = _GP(x_all, out, base, standardise=False)
             p_ok = np.clip(1.0 - out_gp.predict(xs)[0], _P_MIN, 1.0)
-        p_ok = p_ok * _reach(measured, free)
+        p_ok = p_ok * _reach(measured, free) * _broken(measured, free, space)
         ok = [m for m in measured if m.rps > 0]
         if len(ok) < 2:
             return free[self._farthest(features, measured, xs, weight=p_ok)]
@@ -382,11 +388,17 @@ class SpaceSampler(optuna.samplers.BaseSampler):
                 others = _counterparts(top, space)
                 done = {m.config for m in measured}
                 if not any(c in done for c in others):
-                    near = [index[c] for c in others if c in index]
+                    near = [
+                        index[c] for c in others if c in index and p_ok[index[c]] >= _LOCAL_P_OK
+                    ]
                     if near:
                         return free[max(near, key=lambda i: ei[i] + jitter[i])]
             for j in np.argsort(-fitted)[:3]:
-                near = [index[c] for c in _neighbours(ok[int(j)].config, space) if c in index]
+                near = [
+                    index[c]
+                    for c in _neighbours(ok[int(j)].config, space)
+                    if c in index and p_ok[index[c]] >= _LOCAL_P_OK
+                ]
                 if near:
                     return free[max(near, key=lambda i: ei[i] + jitter[i])]
         return free[int(np.argmax(ei + jitter))]
@@ -576,6 +588,33 @@ def _reach(measured: Sequence[_Measured], free: Sequence[TrialConfig]) -> np.nda
         deployed = [m for m in measured if m.config.device == device and not m.failed]
         if deployed and all(m.rps <= 0 and m.slow > _HOPELESS for m in deployed):
             weight[[c.device == device for c in free]] = _HOPELESS_WEIGHT
+    return weight
+
+
+def _backend(config: TrialConfig) -> tuple[str, bool, bool, bool]:
+    return (config.device, config.fp16, config.torchscript, config.compile)
+
+
+def _broken(
+    measured: Sequence[_Measured], free: Sequence[TrialConfig], space: SearchSpace
+) -> np.ndarray:
+    """A weight per free configuration: ``_BROKEN_WEIGHT`` on a backend (device, precision,
+    graph mode) none of whose deployments worked while one of them failed where the same
+    settings deployed on another backend of the device (a model TorchScript cannot script, a
+    compile that does not work for it: every configuration of that backend fails; a memory
+    cliff fails on every backend alike), 1 elsewhere."""
+    weight = np.ones(len(free))
+    if not _BROKEN_WEIGHT:
+        return weight
+    deployed = {m.config for m in measured if not m.failed}
+    by_backend: dict[tuple[str, bool, bool, bool], list[_Measured]] = {}
+    for m in measured:
+        by_backend.setdefault(_backend(m.config), []).append(m)
+    for backend, ms in by_backend.items():
+        if all(m.failed for m in ms) and any(
+            other in deployed for m in ms for other in _counterparts(m.config, space)
+        ):
+            weight[[_backend(c) == backend for c in free]] = _BROKEN_WEIGHT
     return weight
 
 
