@@ -30,8 +30,9 @@ waited for), so a batch-1 configuration stands for every delay.
   cannot be scripted). A device out of reach
   (every trial on it that deployed missed the SLA by more than 2x already on the idle server,
   the stop rule's reasoning, while another device met the SLA) weighs 0.05, and so does a
-  backend that never deployed while one of its failures deployed on another backend of the
-  device (a model TorchScript cannot script; a memory cliff fails on every backend). The first
+  backend (device, precision, graph mode) that never deployed while one of its failures
+  deployed in another graph mode of its precision, or for fp16 in fp32 (a model TorchScript
+  cannot script; an fp32 failure where fp16 deployed is a memory cliff, no sign). The first
   ``n_startup_trials`` trials (the enqueued ones included) are the middle points of each
   device and precision (cuda fp16, cuda fp32, cpu) instead.
 * ``tpe``: Optuna's ``TPESampler`` on the encoded form of the space (``backend``,
@@ -600,9 +601,13 @@ def _broken(
 ) -> np.ndarray:
     """A weight per free configuration: ``_BROKEN_WEIGHT`` on a backend (device, precision,
     graph mode) none of whose deployments worked while one of them failed where the same
-    settings deployed on another backend of the device (a model TorchScript cannot script, a
-    compile that does not work for it: every configuration of that backend fails; a memory
-    cliff fails on every backend alike), 1 elsewhere."""
+    settings deployed in another graph mode of its precision, or, for fp16, in fp32 (which
+    needs more memory): a model TorchScript cannot script, a compile or an fp16 that does not
+    work for it fails on every configuration. An fp32 failure where fp16 deployed is no sign
+    (fp16 needs less memory: a memory cliff), nor a failure every backend shares; 1
+    elsewhere. One such failure is enough (it may have been a server that died): the weight
+    leaves the backend to the expected improvement's last resort, and one of its deployments
+    that works lifts it."""
     weight = np.ones(len(free))
     if not _BROKEN_WEIGHT:
         return weight
@@ -612,7 +617,9 @@ def _broken(
         by_backend.setdefault(_backend(m.config), []).append(m)
     for backend, ms in by_backend.items():
         if all(m.failed for m in ms) and any(
-            other in deployed for m in ms for other in _counterparts(m.config, space)
+            other in deployed and (other.fp16 == m.config.fp16 or m.config.fp16)
+            for m in ms
+            for other in _counterparts(m.config, space)
         ):
             weight[[_backend(c) == backend for c in free]] = _BROKEN_WEIGHT
     return weight
