@@ -135,17 +135,24 @@ def sampler_factory(kind: str, *, n_startup_trials: int) -> SamplerFactory:
 @dataclass(frozen=True, kw_only=True)
 class Trace:
     """One search's trials in order: each one's true goodput, the goodput it measured (0 when
-    infeasible), and whether it deployed (False: the tuner reused an earlier measurement)."""
+    infeasible), whether it deployed (False: the tuner reused an earlier measurement), and
+    whether its deployment failed (out of memory, a graph mode that does not work)."""
 
     true_rps: tuple[float, ...]
     measured_rps: tuple[float, ...]
     deployed: tuple[bool, ...]
     configs: tuple[TrialConfig, ...] = ()
     p99_ms: tuple[float, ...] = ()
+    failed: tuple[bool, ...] = ()
     noise_cv: float = 0.0
     seed: int = 0
     missing: int = 0
     seconds: float = 0.0
+
+    def failed_deployments(self, trials: int) -> int:
+        """How many of the first ``trials`` trials deployed a configuration that failed."""
+        pairs = zip(self.failed[:trials], self.deployed[:trials], strict=False)
+        return sum(failed and deployed for failed, deployed in pairs)
 
     def exported_rps(self, trials: int, *, confirm: Confirm | None = None) -> float:
         """The true goodput of what the tool exports after ``trials`` trials; 0 when no trial
@@ -234,6 +241,7 @@ def run_search(
         deployed=tuple(A.REUSED_FROM not in t.user_attrs for t in done),
         configs=tuple(configs),
         p99_ms=tuple(p99),
+        failed=tuple(t.user_attrs.get(A.VERDICT) == "failed" for t in done),
         noise_cv=noise_cv,
         seed=seed,
         missing=len(evaluator.missing),
@@ -276,17 +284,19 @@ def grid_trace(
     """The sweep, measured with the same evaluator (and noise) as the searches."""
     evaluator = TableEvaluator(landscape, sla_ms=sla_ms, noise_cv=noise_cv, seed=seed)
     order = grid_order(landscape.space)
-    measured, p99 = [], []
+    measured, p99, failed = [], [], []
     for config in order:
         result = evaluator.evaluate(config)
         measured.append(result.throughput_rps if result.verdict == "feasible" else 0.0)
         p99.append(result.p99_ms)
+        failed.append(result.verdict == "failed")
     return Trace(
         true_rps=tuple(landscape.feasible_rps(c, sla_ms) for c in order),
         measured_rps=tuple(measured),
         deployed=(True,) * len(order),
         configs=tuple(order),
         p99_ms=tuple(p99),
+        failed=tuple(failed),
         noise_cv=noise_cv,
         seed=seed,
         missing=len(evaluator.missing),
@@ -387,6 +397,7 @@ class MethodResult:
     trials: int
     seconds: float = 0.0
     missing_lookups: int = 0
+    failed_deployments: float = 0.0  # per run, within the budget
 
     def exported_share(self, trials: int | None = None) -> dict[str, float]:
         return share_summary(self.exported[trials or self.trials])
@@ -405,6 +416,7 @@ class MethodResult:
             "trials_to": {f"{level:.0%}": r.as_dict() for level, r in self.reach.items()},
             "seconds": round(self.seconds, 2),
             "missing_lookups": self.missing_lookups,
+            "failed_deployments_per_run": round(self.failed_deployments, 2),
         }
 
 
@@ -445,6 +457,9 @@ def summarise(
         trials=trials,
         seconds=sum(t.seconds for t in traces),
         missing_lookups=sum(t.missing for t in traces),
+        failed_deployments=statistics.fmean(t.failed_deployments(trials) for t in traces)
+        if traces
+        else 0.0,
     )
 
 

@@ -237,13 +237,12 @@ def test_fp16_that_fails_where_fp32_deploys_is_left_but_not_the_reverse() -> Non
 
 
 def test_a_search_on_a_model_torchscript_cannot_script_stops_trying_it() -> None:
-    """The held-out landscape 1001 of the CPU classifier fails every TorchScript deployment:
-    the search (30 trials, noise CV 0.15, as the benchmark runs it) deploys TorchScript a few
-    times, not once per new best configuration (11-13 times in 30 before, for these seeds).
-    On this landscape the local step's feasibility filter does it (without it: 13, 11, 11);
-    the broken-backend weight alone changes one seed by one trial (its cases are tested
-    above)."""
-    landscape, profile = generate("cpu_classifier", 1001)
+    """Tuning landscape 9 of the CPU classifier fails every TorchScript deployment: the search
+    (30 trials, noise CV 0.15, as the benchmark runs it) deploys TorchScript twice for these
+    seeds, where it did 7-8 times before, once per new best configuration (the broken-backend
+    weight alone: 6-8; the local step's feasibility filter does most of it; the weight's own
+    cases are tested above)."""
+    landscape, profile = generate("cpu_classifier", 9)
     assert profile.broken_graph == "torchscript"
     tried = []
     for seed in range(3):
@@ -263,4 +262,4 @@ def test_a_search_on_a_model_torchscript_cannot_script_stops_trying_it() -> None
         configs = [TrialConfig.from_dict(t.user_attrs[A.CONFIG]) for t in study.trials]
         assert len(configs) == 30
         tried.append(sum(c.torchscript for c in configs))
-    assert max(tried) <= 8, tried
+    assert max(tried) <= 4, tried

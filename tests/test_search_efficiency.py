@@ -16,6 +16,7 @@ import pytest
 
 from autotune.results import pareto_front, pareto_trials
 from autotune.space import TrialConfig
+from autotune.study import make_sampler
 from autotune.study import schema as A
 from autotune.testing import COLUMNS, LandscapeError, TableEvaluator, read_landscape
 
@@ -390,3 +391,20 @@ def test_the_export_rules_benchmark_replays_the_shipped_rule() -> None:
         assert shares["top 3 x 2 (ships)"] == pytest.approx(shipped)
         bound = shares.pop("best measured (bound)")
         assert all(0.0 <= share <= bound + 1e-12 for share in shares.values())
+
+
+def test_failed_deployments_are_counted_per_run() -> None:
+    """Tuning landscape 9 of the CPU classifier fails every TorchScript deployment and nothing
+    else: the trace's failed deployments are its TorchScript trials, and the JSON's figure
+    is their mean per run."""
+    from autotune.testing import generate
+
+    landscape, profile = generate("cpu_classifier", 9)
+    assert profile.broken_graph == "torchscript" and math.isinf(profile.cpu_mem_items)
+    sampler = make_sampler("gp", seed=0, n_startup_trials=4, space=landscape.space)
+    trace = se.run_search(landscape, sampler, trials=30, sla_ms=profile.sla_ms, noise_cv=0.15)
+    failed = trace.failed_deployments(30)
+    assert failed == sum(c.torchscript for c in trace.configs) > 0
+    assert trace.failed_deployments(1) <= 1
+    result = se.summarise("ours", "gp", [trace, trace], [1.0, 1.0], trials=30, export_at=[30])
+    assert result.as_dict()["failed_deployments_per_run"] == failed
