@@ -54,8 +54,9 @@ of the repeat counts as the rate's verdict. A stall of the shared cores or a gar
 fails one step, not the configuration (it is what collapsed searches to a few req/s).
 
 *A step that reaches its time cap undecided* counts as passing only on a sample of at least
-``undecided_min_samples`` requests with at most 1 % of them over the SLA (its point estimate of
-P99 is within the SLA) and its errors within the allowance; it stays reported as undecided:
+``undecided_min_samples`` requests whose own P99 is within the SLA (``_stats.p99_within``:
+at most ``floor(0.01 (n - 1))`` of them over it) and its errors within the allowance; it stays
+reported as undecided:
 ``GoodputResult.decided`` is False and ``samples`` says how many requests the verdict rests on.
 With fewer requests it does not pass. The goodput is the offered rate of the verified step (of
 the passing step of highest rate without verification): the arrival rate the server answered
@@ -80,7 +81,7 @@ from autotune.loadgen._closed_loop import closed_loop
 from autotune.loadgen._open_loop import run_open_loop
 from autotune.loadgen._recorder import Recorder
 from autotune.loadgen._result import GoodputResult, GoodputVerdict, LoadResult
-from autotune.loadgen._stats import QUANTILE, Verdict, pass_min_samples
+from autotune.loadgen._stats import Verdict, p99_within, pass_min_samples
 from autotune.loadgen._target import Arrival, Target
 
 _MIN_START, _MAX_START = 0.1, 0.9
@@ -183,14 +184,14 @@ def slow_model_settings() -> GoodputSettings:
 
 def step_passes(step: LoadResult, *, max_errors: int, min_samples: int = 200) -> bool:
     """Whether a search step counts as passing (see the module docstring): PASS, or undecided
-    on at least ``min_samples`` requests with at most 1 % of them over the SLA."""
+    on at least ``min_samples`` requests whose own P99 is within the SLA."""
     if step.errors > max_errors:
         return False
     if step.verdict == Verdict.PASS:
         return True
     if step.verdict == Verdict.UNDECIDED:
         over = step.over_sla if step.over_sla is not None else 0
-        return step.sent >= max(1, min_samples) and over <= (1.0 - QUANTILE) * step.sent
+        return step.sent >= max(1, min_samples) and p99_within(samples=step.sent, over=over)
     return False
 
 

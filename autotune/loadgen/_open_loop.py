@@ -103,7 +103,9 @@ async def run_open_loop(
     (a pass no earlier than ``settle_min_s`` into the window, a failure on the count over the
     SLA no earlier than ``fail_min_s``), or once more than ``max_errors`` errors came back.
     Answers are awaited ``drain_s`` after the last send (default: ``default_drain_s``); those
-    still missing count as ``unfinished`` errors.
+    still missing count as ``unfinished`` errors. A pass that ended the run is then judged again
+    on every request of the window (the late answers of a stall at its end can undo it), so
+    that a passing result's own P99 is within the SLA.
     Raises LoadTestError when the target cannot be reached at all.
     """
     if not rate_rps > 0:
@@ -153,7 +155,10 @@ async def run_open_loop(
         await scrape(target.metrics_url, model=target.metrics_model) if target.metrics_url else {}
     )
     verdict = settled
-    if sla_ms is not None and verdict is None:
+    if sla_ms is not None and verdict != Verdict.FAIL:
+        # A pass settled early is judged again on every request of its window, the answers that
+        # came back after it closed included: a stall at its very end makes those late, and the
+        # P99 reported for the step must agree with its verdict.
         verdict = sla_verdict(samples=rec.resolved, over=rec.over, confidence=confidence)
     return rec.result(
         mode=Mode.OPEN,

@@ -126,6 +126,18 @@ def sla_verdict(*, samples: int, over: int, confidence: float = 0.95) -> Verdict
     return Verdict.UNDECIDED
 
 
+def p99_within(*, samples: int, over: int) -> bool:
+    """Whether the sample's own P99 is within the SLA when ``over`` of ``samples`` are over it.
+
+    Numpy's P99 (linear interpolation) lies between the sorted values at ``floor(h)`` and
+    ``ceil(h)``, ``h = 0.99 (n - 1)``: it is within the SLA for certain only when both are, that
+    is, when at most ``floor(0.01 (n - 1))`` values are over it (2 of 200 are one too many).
+    """
+    if samples <= 0:
+        return False
+    return over <= math.floor((1.0 - QUANTILE) * (samples - 1) + 1e-9)
+
+
 def _check_confidence(confidence: float) -> None:
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"`0.5 <= confidence < 1` must hold, but got ({confidence=}).")

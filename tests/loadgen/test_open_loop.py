@@ -184,6 +184,29 @@ def test_a_comfortable_step_passes_once_settled(servers: Servers) -> None:
     assert result.completed >= 299
 
 
+def test_a_pass_undone_by_late_answers_after_it_settled_is_not_a_pass(servers: Servers) -> None:
+    # 400 req/s served in 1 ms; the pass can settle from 1 s on (299 answers, none over). The
+    # server stalls 800 ms at 0.95 s: the requests sent from then until the pass settles are
+    # younger than the 200 ms SLA when it does, and all come back late. CI saw this on
+    # TorchServe: a "feasible" trial whose reported P99 was 113 ms against a 100 ms SLA.
+    target = Target(url=servers.url("/stall_once?key=late&service_ms=1&at_s=0.95&stall_ms=800"))
+    result = run_sync(
+        run_open_loop(
+            target,
+            rate_rps=400,
+            duration_s=10,
+            arrival="constant",
+            sla_ms=200,
+            stop_when_settled=True,
+            settle_min_s=1.0,
+        )
+    )
+    assert result.stopped_early and result.duration_s < 2
+    assert result.over_sla is not None and result.over_sla >= 5, result.over_sla
+    assert result.p99_ms > 200
+    assert result.verdict != Verdict.PASS
+
+
 @pytest.mark.parametrize("fail_min_s", [0.0, 3.0])
 def test_a_short_stall_fails_a_step_only_before_fail_min_s(
     servers: Servers, fail_min_s: float

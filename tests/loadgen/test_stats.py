@@ -9,6 +9,7 @@ import pytest
 
 from autotune.loadgen import (
     Verdict,
+    _stats,
     fail_min_over,
     pass_min_samples,
     sla_verdict,
@@ -78,3 +79,14 @@ def test_summarize_without_successes_gives_nan() -> None:
     assert summary.count == 0
     assert summary.failed == 2
     assert math.isnan(summary.p99_ms)
+
+
+@pytest.mark.parametrize("samples", [1, 99, 100, 101, 199, 200, 201, 250, 1000])
+def test_p99_within_agrees_with_numpys_p99(samples: int) -> None:
+    # SLA 100 ms: `over` requests far over it, the rest at 50 ms; numpy's P99 of that sample is
+    # within the SLA, however far over the others are, exactly when p99_within says so.
+    for over in range(0, min(samples, 15) + 1):
+        latencies = np.array([50.0] * (samples - over) + [1e12] * over)
+        within = float(np.percentile(latencies, 99)) <= 100.0
+        assert _stats.p99_within(samples=samples, over=over) is within, (samples, over)
+    assert not _stats.p99_within(samples=0, over=0)
