@@ -29,6 +29,7 @@ with other ``--generated``, ``--per-family``, ``--seeds``, ``--noise`` or ``--tr
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import pickle
 import sys
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from autotune.testing import landscape_set, noise_factor  # noqa: E402
+from autotune.testing import SETS, Landscape, Profile, landscape_set, noise_factor  # noqa: E402
 from benchmarks.search_efficiency import (  # noqa: E402
     DEFAULT_N_STARTUP_TRIALS,
     DEFAULT_SAMPLER,
@@ -134,11 +135,17 @@ def exported_shares(trace: Trace, optimum: float, *, trials: int) -> dict[str, f
     return shares
 
 
+@functools.cache
+def _landscapes(which: str, per_family: int) -> list[tuple[Landscape, Profile]]:
+    """The set, drawn once per worker process (drawing it is most of a short search's time)."""
+    return landscape_set(which, per_family=per_family)
+
+
 def _search(job: tuple[str, int, int, int, float, int]) -> tuple[Trace, float]:
     """One search (run in a worker process): landscape ``index`` of the set, replay ``seed``."""
     which, per_family, index, seed, noise, trials = job
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    landscape, profile = landscape_set(which, per_family=per_family)[index]
+    landscape, profile = _landscapes(which, per_family)[index]
     factory = sampler_factory(DEFAULT_SAMPLER, n_startup_trials=DEFAULT_N_STARTUP_TRIALS)
     trace = run_search(
         landscape,
@@ -186,7 +193,7 @@ def _traces(args: argparse.Namespace) -> list[tuple[Trace, float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--generated", choices=("tuning", "held-out"), default="tuning")
+    parser.add_argument("--generated", choices=SETS, default="tuning")
     parser.add_argument("--per-family", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--noise", type=float, default=0.15)

@@ -11,7 +11,8 @@ with ``--noise CV``: each measured goodput is the table's times a lognormal fact
 drawn once per configuration and replay seed).
 
 Landscapes: ``--landscape PATH`` (one CSV, or a folder of them), or ``--generated SET`` (the
-``tuning`` or ``held-out`` seeds of ``autotune.testing``'s generator, ``--per-family`` of each
+``tuning`` or ``held-out`` seeds of ``autotune.testing``'s generator, or ``wide``: the held-out
+seeds drawn within wider ranges than the search was tuned within; ``--per-family`` of each
 family). Searches, each over every landscape x ``--seeds`` replay seeds:
 
 * **ours**: ``make_sampler(--sampler)`` with ``--n-startup-trials``, as ``autotune run``;
@@ -86,6 +87,7 @@ from autotune.study import (  # noqa: E402
 )
 from autotune.study import schema as A  # noqa: E402
 from autotune.testing import (  # noqa: E402
+    SETS,
     Landscape,
     LandscapeError,
     TableEvaluator,
@@ -686,8 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.add_argument("--landscape", type=Path, help="a landscape CSV, or a folder of them")
     where.add_argument(
         "--generated",
-        choices=("tuning", "held-out"),
-        help="the generator's tuning or held-out seeds (autotune.testing)",
+        choices=SETS,
+        help="the generator's tuning or held-out seeds, or the held-out ones in wider ranges",
     )
     parser.add_argument(
         "--per-family", type=int, default=10, help="with --generated: landscapes per family"

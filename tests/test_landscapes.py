@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from autotune.testing import (
+    DEFAULT_RANGES,
     FAMILIES,
     HELD_OUT_SEEDS,
     TUNING_SEEDS,
+    WIDE_RANGES,
     generate,
+    landscape_set,
     read_landscape,
     write_landscape,
 )
@@ -51,3 +56,24 @@ def test_a_generated_landscape_round_trips_through_csv(tmp_path: Path) -> None:
     assert read.sla_ms == profile.sla_ms
     assert set(read.rows) == set(landscape.rows)
     assert read.best(profile.sla_ms)[0] == landscape.best(profile.sla_ms)[0]
+
+
+def test_the_wide_set_is_deterministic_and_draws_outside_the_default_ranges() -> None:
+    drawn = landscape_set("wide", per_family=4)
+    again = landscape_set("wide", per_family=4)
+    assert [lp[0].rows for lp in drawn] == [lp[0].rows for lp in again]
+    assert {p.family for _, p in drawn} == set(FAMILIES)
+    held_out = {p.seed: p for _, p in landscape_set("held-out", per_family=4)}
+    assert any(p.seed in held_out and p != held_out[p.seed] for _, p in drawn)
+    # at least one value no default landscape can have, in each of these settings
+    assert any(p.sla_ms not in DEFAULT_RANGES.sla_ms for _, p in drawn)
+    assert any(p.cores not in DEFAULT_RANGES.cores for _, p in drawn)
+    assert any(set(p.batch_size) - set(DEFAULT_RANGES.batch_ladder) for _, p in drawn)
+    for landscape, profile in drawn:
+        assert set(profile.batch_size) <= set(WIDE_RANGES.batch_ladder)
+        assert landscape.best(profile.sla_ms)[1] > 0  # every landscape of a set is feasible
+
+
+def test_an_unknown_set_is_refused() -> None:
+    with pytest.raises(ValueError, match="`which` must be one of"):
+        landscape_set("wider", per_family=1)

@@ -5,10 +5,14 @@ read from CSV or generated), the table evaluator that replays one, and the contr
 from autotune.testing._contract import CONTRACT, check_evaluator, check_result
 from autotune.testing._evaluator import TableEvaluator, noise_factor
 from autotune.testing._generator import (
+    DEFAULT_RANGES,
     FAMILIES,
     HELD_OUT_SEEDS,
+    SETS,
     TUNING_SEEDS,
+    WIDE_RANGES,
     Profile,
+    Ranges,
     generate,
     landscape_set,
 )
@@ -27,13 +31,17 @@ from autotune.testing._landscape import (
 __all__ = [
     "COLUMNS",
     "CONTRACT",
+    "DEFAULT_RANGES",
     "FAMILIES",
     "HELD_OUT_SEEDS",
     "OPTIONAL_COLUMNS",
+    "SETS",
     "TUNING_SEEDS",
+    "WIDE_RANGES",
     "Landscape",
     "LandscapeError",
     "Profile",
+    "Ranges",
     "Row",
     "TableEvaluator",
     "check_evaluator",

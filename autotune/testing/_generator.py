@@ -35,6 +35,13 @@ fast GPU: both sub-spaces hold feasible configurations).
 
 Seeds: :data:`TUNING_SEEDS` (0-999) are the ones a search's settings may be chosen on;
 :data:`HELD_OUT_SEEDS` (1000-1999) are the held-out test set, never used to choose settings.
+
+Ranges: the profile is drawn within :data:`DEFAULT_RANGES`. The ``wide`` set draws the held-out
+seeds within :data:`WIDE_RANGES` instead, from a random stream of its own: other core counts and
+SLAs, batch sizes and worker counts that are not powers of two, larger batches, other delay
+lists, stronger contention and oversubscription, slower and faster graph modes and fp16, larger
+jitter and more plateaus. No setting of the search was chosen on it: it checks that the search
+holds on landscapes of the same kind drawn outside the ranges it was tuned within.
 """
 
 from __future__ import annotations
@@ -51,10 +58,14 @@ from autotune.space import TrialConfig
 from autotune.testing._landscape import Landscape, Row, space_from_configs
 
 __all__ = [
+    "DEFAULT_RANGES",
     "FAMILIES",
     "HELD_OUT_SEEDS",
+    "SETS",
     "TUNING_SEEDS",
+    "WIDE_RANGES",
     "Profile",
+    "Ranges",
     "generate",
     "landscape_set",
 ]
@@ -63,6 +74,7 @@ FAMILIES: Final = ("cpu_classifier", "gpu_detector", "mixed_host")
 TUNING_SEEDS: Final = range(0, 1000)
 HELD_OUT_SEEDS: Final = range(1000, 2000)
 
+SETS: Final = ("tuning", "held-out", "wide")
 _RATE_STEPS: Final = 90  # points of the rising ramp, geometric
 _JITTER_P99: Final = 1.15  # the service time's 99th percentile over its median
 
@@ -106,6 +118,52 @@ class Profile:
     threads_per_worker: tuple[int, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Ranges:
+    """Where a profile's parameters are drawn from (choices, and (low, high) of uniform draws)."""
+
+    cores: tuple[int, ...] = (4, 8, 16)
+    sla_ms: tuple[float, ...] = (50.0, 100.0, 100.0, 200.0)
+    counts: tuple[int, ...] = (1, 2, 4, 8, 16)  # workers and threads, up to the cores
+    batch_ladder: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    batch_max: tuple[int, ...] = (16, 32, 64)
+    delays: tuple[tuple[int, ...], ...] = ((1, 5, 10, 25, 50, 100), (0, 2, 5, 10, 20),
+                                           (1, 5, 25, 100), (5, 50))  # fmt: skip
+    gpu_workers: tuple[tuple[int, ...], ...] = ((1, 2, 4, 8), (1, 2, 3, 4), (1, 2, 4))
+    amdahl: tuple[float, float] = (0.5, 0.97)
+    oversub: tuple[float, float] = (1.0, 1.6)
+    membw: tuple[float, float] = (0.0, 0.3)
+    fp16_factor: tuple[float, float] = (0.4, 0.9)
+    contention: tuple[float, float] = (0.0, 0.45)
+    torchscript_factor: tuple[float, float] = (0.75, 1.05)
+    compile_factor: tuple[float, float] = (0.55, 1.05)
+    jitter: tuple[float, float] = (0.005, 0.04)
+    plateau: float = 0.25  # the chance of a cap on the rate
+    stream: tuple[int, ...] = ()  # appended to the random stream's key: another set of draws
+
+
+DEFAULT_RANGES: Final = Ranges()
+WIDE_RANGES: Final = Ranges(
+    cores=(2, 4, 6, 12, 32),
+    sla_ms=(30.0, 75.0, 150.0, 300.0, 500.0),
+    counts=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+    batch_ladder=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128),
+    batch_max=(8, 24, 48, 128),
+    delays=((0, 1, 2, 4, 8, 16, 32), (3, 30, 300), (2, 10, 50, 200), (1, 10, 20, 40, 80)),
+    gpu_workers=((1, 2, 3, 4, 5, 6), (1, 2, 4, 8, 16), (1, 2)),
+    amdahl=(0.3, 0.99),
+    oversub=(0.8, 2.2),
+    membw=(0.0, 0.5),
+    fp16_factor=(0.3, 1.1),
+    contention=(0.0, 0.8),
+    torchscript_factor=(0.6, 1.2),
+    compile_factor=(0.4, 1.3),
+    jitter=(0.0, 0.08),
+    plateau=0.4,
+    stream=(77,),
+)
+
+
 def _pick(rng: np.random.Generator, values: Sequence[Any]) -> Any:
     return values[int(rng.integers(len(values)))]
 
@@ -114,20 +172,19 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def _profile(family: str, seed: int) -> Profile:
+def _profile(family: str, seed: int, r: Ranges = DEFAULT_RANGES) -> Profile:
     if family not in FAMILIES:
         raise ValueError(f"`family` must be one of {FAMILIES}, but got {family!r}.")
-    rng = np.random.default_rng([FAMILIES.index(family), seed])
-    cores = int(_pick(rng, (4, 8, 16)))
-    sla_ms = float(_pick(rng, (50.0, 100.0, 100.0, 200.0)))
-    powers = [v for v in (1, 2, 4, 8, 16) if v <= cores]
+    rng = np.random.default_rng([FAMILIES.index(family), seed, *r.stream])
+    cores = int(_pick(rng, r.cores))
+    sla_ms = float(_pick(rng, r.sla_ms))
+    powers = [v for v in r.counts if v <= cores]
     cpu_workers = tuple(powers) if rng.random() < 0.6 else tuple(range(1, min(cores, 6) + 1))
     threads = tuple(powers)
-    batch = tuple(2**e for e in range(int(_pick(rng, (4, 5, 6))) + 1))  # 1..16/32/64
-    delays = tuple(
-        sorted(_pick(rng, ((1, 5, 10, 25, 50, 100), (0, 2, 5, 10, 20), (1, 5, 25, 100), (5, 50))))
-    )
-    gpu_workers = tuple(_pick(rng, ((1, 2, 4, 8), (1, 2, 3, 4), (1, 2, 4))))
+    top = int(_pick(rng, r.batch_max))
+    batch = tuple(b for b in r.batch_ladder if b <= top)
+    delays = tuple(sorted(_pick(rng, r.delays)))
+    gpu_workers = tuple(_pick(rng, r.gpu_workers))
     compile_offered = bool(rng.random() < 0.4)
     broken = ""
     if rng.random() < 0.2:
@@ -160,24 +217,24 @@ def _profile(family: str, seed: int) -> Profile:
         sla_ms=sla_ms,
         cores=cores,
         item_ms=item_ms,
-        amdahl=float(rng.uniform(0.5, 0.97)),
+        amdahl=float(rng.uniform(*r.amdahl)),
         cpu_exp=float(rng.uniform(0.7, 1.0)),
         cpu_fixed_ms=_log_uniform(rng, 0.2, 5.0),
-        oversub=float(rng.uniform(1.0, 1.6)),
-        membw=float(rng.uniform(0.0, 0.3)),
+        oversub=float(rng.uniform(*r.oversub)),
+        membw=float(rng.uniform(*r.membw)),
         cpu_mem_items=cpu_mem,
         gpu_fixed_ms=_log_uniform(rng, 0.5, 4.0) * gpu_item_ms * 2,
         gpu_item_ms=gpu_item_ms,
         gpu_exp=float(rng.uniform(0.55, 1.0)),
         cpu_ms=_log_uniform(rng, 0.1, 4.0),
-        fp16_factor=float(rng.uniform(0.4, 0.9)),
-        contention=float(rng.uniform(0.0, 0.45)),
+        fp16_factor=float(rng.uniform(*r.fp16_factor)),
+        contention=float(rng.uniform(*r.contention)),
         gpu_mem_items=gpu_mem,
-        torchscript_factor=float(rng.uniform(0.75, 1.05)),
-        compile_factor=float(rng.uniform(0.55, 1.05)),
+        torchscript_factor=float(rng.uniform(*r.torchscript_factor)),
+        compile_factor=float(rng.uniform(*r.compile_factor)),
         broken_graph=broken,
         rate_cap_rps=math.inf,  # set once the best rate is known
-        jitter=float(rng.uniform(0.005, 0.04)),
+        jitter=float(rng.uniform(*r.jitter)),
         devices=devices,
         compile_offered=compile_offered,
         workers={"cpu": cpu_workers, "cuda": gpu_workers},
@@ -271,10 +328,13 @@ def _failed(p: Profile, c: TrialConfig) -> bool:
     return c.workers * c.batch_size > p.cpu_mem_items
 
 
-def generate(family: str, seed: int) -> tuple[Landscape, Profile]:
-    """The landscape of ``family`` drawn by ``seed`` (deterministic), and its profile."""
-    p = _profile(family, seed)
-    rng = np.random.default_rng([FAMILIES.index(family), seed, 1])
+def generate(
+    family: str, seed: int, *, ranges: Ranges = DEFAULT_RANGES
+) -> tuple[Landscape, Profile]:
+    """The landscape of ``family`` drawn by ``seed`` within ``ranges`` (deterministic), and its
+    profile."""
+    p = _profile(family, seed, ranges)
+    rng = np.random.default_rng([FAMILIES.index(family), seed, 1, *ranges.stream])
     rows: dict[TrialConfig, Row] = {}
     jitter: dict[tuple[Any, ...], float] = {}
     for c in _configs(p):
@@ -289,7 +349,7 @@ def generate(family: str, seed: int) -> tuple[Landscape, Profile]:
             jitter[key] = float(math.exp(rng.normal(0.0, p.jitter)))
         rows[c] = Row(throughput_rps=round(row.throughput_rps * jitter[key], 2), p99_ms=row.p99_ms)
     best = max(r.throughput_rps for r in rows.values())
-    if best > 0 and rng.random() < 0.25:  # a plateau: the client or the network caps the rate
+    if best > 0 and rng.random() < ranges.plateau:  # a plateau: the client or network caps the rate
         cap = best * float(rng.uniform(0.6, 0.95))
         p = Profile(**{**p.__dict__, "rate_cap_rps": round(cap, 2)})
         rows = {
@@ -306,17 +366,19 @@ def landscape_set(
     which: str, *, per_family: int, families: Sequence[str] = FAMILIES
 ) -> list[tuple[Landscape, Profile]]:
     """The first ``per_family`` landscapes of each family of the ``tuning`` or ``held-out``
-    seeds; a drawn landscape where no configuration meets the SLA is skipped."""
-    seeds = {"tuning": TUNING_SEEDS, "held-out": HELD_OUT_SEEDS}.get(which)
-    if seeds is None:
-        raise ValueError(f"`which` must be 'tuning' or 'held-out', but got {which!r}.")
+    seeds, or of the held-out seeds drawn within :data:`WIDE_RANGES` (``wide``); a drawn
+    landscape where no configuration meets the SLA is skipped."""
+    if which not in SETS:
+        raise ValueError(f"`which` must be one of {SETS}, but got {which!r}.")
+    seeds = TUNING_SEEDS if which == "tuning" else HELD_OUT_SEEDS
+    ranges = WIDE_RANGES if which == "wide" else DEFAULT_RANGES
     out = []
     for family in families:
         taken = 0
         for seed in seeds:
             if taken == per_family:
                 break
-            landscape, profile = generate(family, seed)
+            landscape, profile = generate(family, seed, ranges=ranges)
             if landscape.best(profile.sla_ms)[1] > 0:
                 out.append((landscape, profile))
                 taken += 1
