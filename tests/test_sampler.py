@@ -166,8 +166,9 @@ def test_workers_and_threads_that_fill_the_cores_alike_are_neighbours_for_the_mo
 
 
 def test_a_device_out_of_reach_is_left_once_another_meets_the_sla() -> None:
-    """A cpu trial that missed the SLA by more than twice already on the idle server (batch
-    delay taken out), on a host whose cuda trials met it: the cpu configurations weigh little."""
+    """A cpu trial within the cores that missed the SLA by more than twice already on the idle
+    server (batch delay taken out), on a host whose cuda trials met it: the cpu configurations
+    weigh little."""
     from autotune.study._sampler import _Measured, _reach
 
     gpu = TrialConfig(device="cuda", workers=1, batch_size=4, max_batch_delay_ms=5)
@@ -180,9 +181,15 @@ def test_a_device_out_of_reach_is_left_once_another_meets_the_sla() -> None:
     fast = _Measured(config=gpu, rps=100.0, failed=False)
     slow_cpu = _Measured(config=cpu, rps=0.0, failed=False, slow=5.0)
     near_cpu = _Measured(config=cpu, rps=0.0, failed=False, slow=1.5)
-    assert list(_reach([fast, slow_cpu], free)) == [1.0, pytest.approx(0.05)]
-    assert list(_reach([fast, near_cpu], free)) == [1.0, 1.0]  # threads might close 1.5x
-    assert list(_reach([slow_cpu], free)) == [1.0, 1.0]  # nothing met the SLA: no judgement
+    assert list(_reach([fast, slow_cpu], free, cores=8)) == [1.0, pytest.approx(0.05)]
+    assert list(_reach([fast, near_cpu], free, cores=8)) == [1.0, 1.0]  # threads might close 1.5x
+    assert list(_reach([slow_cpu], free, cores=8)) == [1.0, 1.0]  # nothing met the SLA
+    # 2 workers x 4 threads on 4 cores: the threads oversubscribe the cores and slow every
+    # request, so its idle latency says nothing of what the cpu can do within them
+    assert list(_reach([fast, slow_cpu], free, cores=4)) == [1.0, 1.0]
+    within = _Measured(config=TrialConfig(**{**cpu.as_dict(), "workers": 1}), rps=0.0,
+                       failed=False, slow=5.0)  # fmt: skip
+    assert list(_reach([fast, slow_cpu, within], free, cores=4)) == [1.0, pytest.approx(0.05)]
 
 
 def test_a_backend_that_fails_where_its_counterpart_deploys_is_left() -> None:

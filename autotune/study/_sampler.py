@@ -32,7 +32,9 @@ waited for), so a batch-1 configuration stands for every delay.
   the stop rule's reasoning, while another device met the SLA) weighs 0.05, and so does a
   backend (device, precision, graph mode) that never deployed while one of its failures
   deployed in another graph mode of its precision, or for fp16 in fp32 (a model TorchScript
-  cannot script; an fp32 failure where fp16 deployed is a memory cliff, no sign). The first
+  cannot script; an fp32 failure where fp16 deployed is a memory cliff, no sign). A cpu trial
+  whose workers x threads oversubscribe the cores is no evidence of reach (there the threads
+  slow every request: found on a trace of the ``wide`` set, w32 x t32 on 32 cores). The first
   ``n_startup_trials`` trials (the enqueued ones included) are the middle points of each
   device and precision (cuda fp16, cuda fp32, cpu) instead.
 * ``tpe``: Optuna's ``TPESampler`` on the encoded form of the space (``backend``,
@@ -365,7 +367,7 @@ class SpaceSampler(optuna.samplers.BaseSampler):
             out = np.array([float(m.rps <= 0) for m in measured])
             out_gp = _GP(x_all, out, base, standardise=False)
             p_ok = np.clip(1.0 - out_gp.predict(xs)[0], _P_MIN, 1.0)
-        p_ok = p_ok * _reach(measured, free) * _broken(measured, free, space)
+        p_ok = p_ok * _reach(measured, free, cores=features.cores) * _broken(measured, free, space)
         ok = [m for m in measured if m.rps > 0]
         if len(ok) < 2:
             return free[self._farthest(features, measured, xs, weight=p_ok)]
@@ -577,19 +579,29 @@ def _slowness(trial: FrozenTrial, config: TrialConfig) -> float:
     return max(0.0, float(idle) - delay) / float(sla)
 
 
-def _reach(measured: Sequence[_Measured], free: Sequence[TrialConfig]) -> np.ndarray:
+def _reach(measured: Sequence[_Measured], free: Sequence[TrialConfig], *, cores: int) -> np.ndarray:
     """A weight per free configuration: small on a device out of reach, where every trial
     that deployed missed the SLA by more than ``_HOPELESS`` x already on the idle server
     (as the stop rule reasons: batching and workers add throughput, not single-request speed)
-    while another device met it; 1 elsewhere."""
+    while another device met it; 1 elsewhere. A cpu trial whose threads oversubscribe the
+    ``cores`` (workers x threads above them) is no evidence: there the threads slow every
+    request, and a configuration within the cores can be many times faster."""
     weight = np.ones(len(free))
     if not _HOPELESS or not any(m.rps > 0 for m in measured):
         return weight
     for device in ("cpu", "cuda"):
-        deployed = [m for m in measured if m.config.device == device and not m.failed]
+        deployed = [
+            m
+            for m in measured
+            if m.config.device == device and not m.failed and not _oversubscribed(m.config, cores)
+        ]
         if deployed and all(m.rps <= 0 and m.slow > _HOPELESS for m in deployed):
             weight[[c.device == device for c in free]] = _HOPELESS_WEIGHT
     return weight
+
+
+def _oversubscribed(config: TrialConfig, cores: int) -> bool:
+    return config.device == "cpu" and config.workers * max(config.threads_per_worker, 1) > cores
 
 
 def _backend(config: TrialConfig) -> tuple[str, bool, bool, bool]:
