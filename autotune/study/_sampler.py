@@ -585,7 +585,9 @@ def _reach(measured: Sequence[_Measured], free: Sequence[TrialConfig], *, cores:
     (as the stop rule reasons: batching and workers add throughput, not single-request speed)
     while another device met it; 1 elsewhere. A cpu trial whose threads oversubscribe the
     ``cores`` (workers x threads above them) is no evidence: there the threads slow every
-    request, and a configuration within the cores can be many times faster."""
+    request, and a configuration within the cores can be many times faster. ``cores`` is the
+    space's own bound (the most workers or threads per worker it offers; a space is cut to the
+    host's cores), never above the host's, so the rule errs towards keeping the cpu."""
     weight = np.ones(len(free))
     if not _HOPELESS or not any(m.rps > 0 for m in measured):
         return weight
